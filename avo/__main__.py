@@ -1,0 +1,65 @@
+"""`python -m avo +experiment=NAME [overrides]`: compose, validate, run the search. Nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from avo import config as avo_config
+from avo.errors import concise_hydra_errors, fail
+from avo.paths import conf_dir
+
+avo_config.register()
+
+
+def check_credentials(cfg: DictConfig) -> None:
+    env = cfg.model.api_key_env
+    if cfg.agent.kind == "avo" and env and not os.environ.get(env):
+        raise avo_config.ConfigError(
+            f"model={cfg.model.name!r} needs the environment variable {env}; set it, or run "
+            "without an LLM with agent=knob"
+        )
+
+
+def plan(cfg: DictConfig, run_dir: str) -> str:
+    shapes = len(cfg.attention.shapes)
+    return "\n".join([
+        f"experiment   {cfg.name}",
+        f"run dir      {run_dir}",
+        f"hardware     {cfg.hardware.name} ({cfg.hardware.arch}, {cfg.hardware.device})",
+        f"seed kernel  {cfg.hardware.seed_kernel}" + (f"  [{cfg.hardware.seed_note}]" if cfg.hardware.seed_note else ""),
+        f"suite        {cfg.attention.suite} ({shapes} shapes)",
+        f"operator     {cfg.agent.kind}" + (f" with model {cfg.model.name}" if cfg.model.name else ""),
+        f"search       {cfg.search.strategy}, {cfg.search.max_iterations} iterations, seed {cfg.search.seed}",
+        f"baselines    {', '.join(cfg.hardware.baselines) or 'none'}",
+        f"logger       {cfg.logger.kind} ({cfg.logger.mode})",
+    ])
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+def _main(cfg: DictConfig) -> None:
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        avo_config.validate(cfg)
+        check_credentials(cfg)
+        if cfg.dry_run:
+            print(plan(cfg, run_dir))
+            return
+        from avo.search.run import run_search  # heavy imports only when a search runs
+
+        run_search(cfg, run_dir)
+    except avo_config.ConfigError as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    with concise_hydra_errors():
+        _main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Structured configs: the schema every composed experiment is checked against.
+
+Registered in Hydra's ConfigStore as ``avo_schema`` and placed first in ``conf/config.yaml``'s
+defaults, so a misspelt key or a wrong type in any group file or override is rejected while Hydra
+composes, before any work starts. ``validate`` adds the checks a type cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+# omegaconf's marker for a mandatory value; spelled out so this module (and the evaluator, which
+# runs on GPU machines without Hydra) imports neither hydra nor omegaconf.
+MISSING: Any = "???"
+
+
+class ConfigError(ValueError):
+    """A user mistake in the composed config; reported as one line, never a traceback."""
+
+
+@dataclass
+class ModelConfig:
+    # litellm model id ("anthropic/...", "openai/...", "hosted_vllm/...", "avo-scripted/...");
+    # empty means no LLM is configured.
+    name: str = ""
+    api_base: Optional[str] = None
+    # Environment variable holding the key; checked at start so a missing key is one clear line.
+    api_key_env: Optional[str] = None
+    temperature: float = 1.0
+    max_tokens: int = 16000
+    timeout_s: float = 600.0
+    num_retries: int = 4
+    # For model=scripted: the recorded conversation to replay (path relative to the repo root).
+    script: Optional[str] = None
+
+
+@dataclass
+class AgentConfig:
+    kind: str = "knob"  # avo | cli | knob
+    max_steps: int = 40
+    max_tokens: int = 400_000
+    wall_time_s: float = 3600.0
+    max_cost_usd: float = 20.0
+    # agent=cli: the external agent's command line; {prompt_file} and {workspace} are filled in.
+    command: Optional[str] = None
+    # agent=knob: how many knobs one mutation changes.
+    knobs_per_step: int = 1
+
+
+@dataclass
+class PromptsConfig:
+    # Paths relative to conf/ (or absolute); rendered with str.format-style fields.
+    system: str = "prompts/system.md"
+    task: str = "prompts/task.md"
+    supervisor: str = "prompts/supervisor.md"
+    critique: str = "prompts/critique.md"
+
+
+@dataclass
+class KnowledgeSource:
+    name: str = MISSING
+    kind: str = MISSING  # folder | package | run
+    path: Optional[str] = None  # kind=folder: relative to the repo root, or absolute
+    package: Optional[str] = None  # kind=package: an importable package name
+    optional: bool = True  # a missing optional source is skipped with a warning
+
+
+@dataclass
+class KnowledgeConfig:
+    sources: list[KnowledgeSource] = field(default_factory=list)
+    top_k: int = 8
+    cache_dir: Optional[str] = None  # default: the user's cache dir
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "avo"  # avo | greedy
+    max_iterations: int = 10
+    max_wall_time_s: Optional[float] = None
+    max_cost_usd: Optional[float] = None
+    seed: int = 0
+    # Accept only when faster than the incumbent by more than this relative margin AND the
+    # measured spread of the interleaved ratios.
+    min_gain: float = 0.005
+    # Supervisor: this many iterations without an acceptance triggers an intervention.
+    stagnation_patience: int = 5
+    # Continue from another run's best version (a run dir); recorded in the lineage.
+    transfer_from: Optional[str] = None
+
+
+@dataclass
+class Shape:
+    batch: int = MISSING
+    seqlen: int = MISSING
+    heads_q: int = MISSING
+    heads_kv: int = MISSING
+    head_dim: int = MISSING
+    causal: bool = False
+
+
+@dataclass
+class AttentionConfig:
+    suite: str = MISSING  # the suite's name, as evaluate --suite takes it
+    dtype: str = "bfloat16"
+    shapes: list[Shape] = field(default_factory=list)
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    arch: str = MISSING  # sm_90a | sm_100a | cpu
+    device: str = "cuda"  # cuda | cpu
+    # A file under the repo ("kernels/...py") or an installed module ("module:pkg.mod").
+    seed_kernel: str = MISSING
+    seed_note: str = ""
+    baselines: list[str] = field(default_factory=list)  # cudnn | fa2 | fa4
+
+
+@dataclass
+class EvaluatorConfig:
+    compile_timeout_s: float = 600.0
+    correctness_timeout_s: float = 300.0
+    benchmark_timeout_s: float = 1800.0
+    # Relative error ||out - ref|| / ||ref|| against the fp32 reference; bf16 attention lands
+    # near 3e-3, a 1 % scale error at 1e-2.
+    tolerance: float = 6e-3
+    warmup_ms: float = 1500.0
+    repeats: int = 30
+    l2_flush: bool = True
+    rotate_inputs: int = 3
+    reverify: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | none
+    mode: str = "offline"  # offline | online | disabled
+    project: str = "avo"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    knowledge: KnowledgeConfig = field(default_factory=KnowledgeConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Set by `python -m avo`: False prints the plan of the run and exits.
+    dry_run: bool = False
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="avo_schema", node=ExperimentConfig)
+
+
+_CHOICES = {
+    "agent.kind": ("avo", "cli", "knob"),
+    "search.strategy": ("avo", "greedy"),
+    "hardware.device": ("cuda", "cpu"),
+    "logger.kind": ("wandb", "none"),
+    "logger.mode": ("offline", "online", "disabled"),
+}
+_KNOWLEDGE_KINDS = ("folder", "package", "run")
+_BASELINES = ("cudnn", "fa2", "fa4")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: Any) -> None:
+    """Checks beyond types. Raises ConfigError with a message naming the key."""
+    for key, allowed in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for key in ("search.max_iterations", "agent.max_steps", "evaluator.repeats"):
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {_get(cfg, key)}")
+    if not cfg.attention.shapes:
+        raise ConfigError(f"attention={cfg.attention.suite!r} has no shapes")
+    for i, s in enumerate(cfg.attention.shapes):
+        if min(s.batch, s.seqlen, s.heads_q, s.heads_kv, s.head_dim) <= 0:
+            raise ConfigError(f"attention.shapes[{i}] has a non-positive size: {dict(s)}")
+        if s.heads_q % s.heads_kv:
+            raise ConfigError(
+                f"attention.shapes[{i}]: heads_q={s.heads_q} is not a multiple of heads_kv={s.heads_kv}"
+            )
+    for b in cfg.hardware.baselines:
+        if b not in _BASELINES:
+            raise ConfigError(f"hardware.baselines: {b!r} is not one of {', '.join(_BASELINES)}")
+    for i, src in enumerate(cfg.knowledge.sources):
+        if src.kind not in _KNOWLEDGE_KINDS:
+            raise ConfigError(
+                f"knowledge.sources[{i}].kind={src.kind!r} is not one of {', '.join(_KNOWLEDGE_KINDS)}"
+            )
+    if cfg.agent.kind == "avo" and not cfg.model.name:
+        raise ConfigError("agent=avo needs an LLM: choose model=... (or agent=knob for no LLM)")
+    if cfg.agent.kind == "cli" and not cfg.agent.command:
+        raise ConfigError("agent=cli needs agent.command (the external agent's command line)")

@@ -1,0 +1,1 @@
+"""Compile → correctness → benchmark → re-verify, each candidate in its own process."""

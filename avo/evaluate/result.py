@@ -1,0 +1,78 @@
+"""The evaluator's verdict: one record per candidate, written as JSON and read by the search."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+# Statuses, in the order the stages run. Only "ok" may be accepted by a search.
+OK = "ok"
+IMPORT_ERROR = "import_error"
+COMPILE_ERROR = "compile_error"
+INCORRECT = "incorrect"
+TIMEOUT = "timeout"
+CRASH = "crash"
+STATUSES = (OK, IMPORT_ERROR, COMPILE_ERROR, INCORRECT, TIMEOUT, CRASH)
+
+
+@dataclass
+class ShapeResult:
+    label: str
+    shape: dict[str, Any]
+    tflops: Optional[float] = None  # median over repeats
+    time_ms: Optional[float] = None
+    spread: Optional[float] = None  # (p80 - p20) / median of the repeat times
+    baselines: dict[str, Optional[float]] = field(default_factory=dict)  # name -> TFLOP/s
+    # With an incumbent: median of interleaved (incumbent time / candidate time); > 1 = faster.
+    incumbent_ratio: Optional[float] = None
+    incumbent_ratio_spread: Optional[float] = None  # (p80 - p20) of those ratios
+    error: Optional[float] = None  # relative error of the last correctness check
+
+
+@dataclass
+class EvalResult:
+    status: str
+    stage: Optional[str] = None  # the stage that failed: import | compile | correctness | benchmark | reverify
+    message: str = ""  # trimmed, actionable
+    suite: str = ""
+    device: str = ""
+    compile_s: Optional[float] = None
+    wall_s: Optional[float] = None
+    shapes: list[ShapeResult] = field(default_factory=list)
+    score: Optional[float] = None  # geometric mean TFLOP/s over the suite
+    baseline_scores: dict[str, Optional[float]] = field(default_factory=dict)
+    speedups: dict[str, Optional[float]] = field(default_factory=dict)  # geomean of per-shape ratios
+    incumbent_ratio: Optional[float] = None  # geomean of per-shape interleaved ratios
+    incumbent_ratio_spread: Optional[float] = None  # largest per-shape spread
+    env: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
+        d = dict(d)
+        d["shapes"] = [ShapeResult(**s) for s in d.get("shapes", [])]
+        return cls(**d)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "EvalResult":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def geomean(values) -> Optional[float]:
+    vals = [v for v in values if v is not None]
+    if not vals or any(v <= 0 for v in vals):
+        return None
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))

@@ -1,0 +1,1 @@
+"""Variation operators: given the current best and the history, produce one new version."""
