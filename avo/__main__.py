@@ -7,10 +7,11 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from avo import config as avo_config
-from avo.errors import concise_hydra_errors, fail
+from avo.errors import concise_hydra_errors, fail, one_line
 from avo.paths import conf_dir
 
 avo_config.register()
@@ -54,6 +55,8 @@ def _main(cfg: DictConfig) -> None:
         run_search(cfg, run_dir)
     except avo_config.ConfigError as exc:
         fail(str(exc))
+    except OmegaConfBaseException as exc:  # e.g. a mandatory value left unset by an override
+        fail(one_line(exc))
 
 
 def main() -> None:

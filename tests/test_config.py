@@ -1,0 +1,119 @@
+"""Every experiment composes with all eight groups; user mistakes end in one clean line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from avo import config as avo_config
+from avo.paths import conf_dir
+
+EXPERIMENTS = ["smoke", "mha_b200", "gqa_b200", "mha_h100", "gqa_h100"]
+GROUPS = ["model", "agent", "knowledge", "search", "attention", "hardware", "evaluator", "logger"]
+
+avo_config.register()
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=False)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_with_all_groups(name):
+    cfg = _compose([f"+experiment={name}"])
+    for group in GROUPS:
+        assert group in cfg and OmegaConf.is_config(cfg[group]), group
+    assert cfg.name == name
+    avo_config.validate(cfg)
+    assert cfg.attention.shapes, "suite has shapes"
+
+
+def test_experiments_pick_the_documented_groups():
+    h100 = _compose(["+experiment=mha_h100"])
+    assert h100.hardware.arch == "sm_90a"
+    assert h100.hardware.seed_kernel == "kernels/cute_dsl/sm90/fmha_fwd.py"
+    assert h100.attention.suite == "mha" and len(h100.attention.shapes) == 10
+    gqa = _compose(["+experiment=gqa_b200"])
+    assert gqa.hardware.arch == "sm_100a" and "NOT OURS" in gqa.hardware.seed_note
+    assert all(s.heads_q > s.heads_kv for s in gqa.attention.shapes)
+    smoke = _compose(["+experiment=smoke"])
+    assert (smoke.agent.kind, smoke.hardware.device, smoke.logger.mode) == ("knob", "cpu", "offline")
+
+
+def test_every_group_option_composes():
+    for group in GROUPS + ["prompts"]:
+        for option in sorted(p.stem for p in (conf_dir() / group).glob("*.yaml")):
+            cfg = _compose([f"{group}={option}"])
+            assert cfg[group] is not None
+
+
+def test_overrides_are_typed():
+    cfg = _compose(["+experiment=smoke", "search.max_iterations=7", "search.seed=3"])
+    assert cfg.search.max_iterations == 7 and cfg.search.seed == 3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["search.max_iterations=-1"],
+        ["search.strategy=annealing"],
+        ["hardware.baselines=[cudnn,xformers]"],
+        ["agent=avo"],  # no model
+    ],
+)
+def test_validate_rejects_semantic_mistakes(bad):
+    cfg = _compose(["+experiment=smoke", *bad])
+    with pytest.raises(avo_config.ConfigError):
+        avo_config.validate(cfg)
+
+
+def _run_avo(*args, env=None):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "HYDRA_FULL_ERROR")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "avo", *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["+experiment=nope"], "experiment/nope"),
+        (["+experiment=smoke", "model=gpt9"], "model/gpt9"),
+        (["+experiment=smoke", "search.foo=1"], "search.foo"),
+        (["+experiment=smoke", "search.max_iterations=many"], "search.max_iterations"),
+        (["+experiment=smoke", "search.strategy=annealing"], "search.strategy"),
+        (["+experiment=smoke", "attention.shapes=[{batch:1}]"], "seqlen"),
+    ],
+)
+def test_user_mistakes_are_one_clean_line(args, needle):
+    res = _run_avo(*args, "dry_run=true")
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("avo: error:") and needle in lines[0], lines[0]
+
+
+def test_missing_key_names_the_variable_and_suggests_knob():
+    res = _run_avo("+experiment=mha_h100", "dry_run=true")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "ANTHROPIC_API_KEY" in res.stderr and "agent=knob" in res.stderr
+
+
+def test_dry_run_prints_the_plan():
+    res = _run_avo("+experiment=mha_h100", "agent=knob", "model=none", "dry_run=true")
+    assert res.returncode == 0, res.stderr
+    assert "kernels/cute_dsl/sm90/fmha_fwd.py" in res.stdout and "mha (10 shapes)" in res.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    res = _run_avo("+experiment=gqa_h100", "--cfg", "job")
+    assert res.returncode == 0, res.stderr
+    printed = OmegaConf.create(res.stdout)
+    assert printed.attention.suite == "gqa" and printed.hardware.name == "h100"

@@ -1,0 +1,46 @@
+"""conf/ is found from a clone and from an installed wheel; the package list stays complete."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from avo.paths import conf_dir, repo_root
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_clone_uses_the_repo_conf():
+    assert repo_root() == ROOT and conf_dir() == ROOT / "conf"
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"avo." + p.parent.name for p in (ROOT / "avo").glob("*/__init__.py")} | {"avo"}
+    assert found <= listed, f"add to pyproject packages: {sorted(found - listed)}"
+
+
+@pytest.mark.slow
+def test_installed_wheel_ships_and_finds_its_conf(tmp_path):
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheel_dir), str(ROOT)], check=True, capture_output=True, timeout=300)
+    wheel = next(wheel_dir.glob("avo-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "avo/conf/config.yaml" in names and "avo/conf/experiment/smoke.yaml" in names
+    assert "avo/conf/prompts/system.md" in names
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=tmp_path, env=env, capture_output=True,
+                                    text=True, timeout=120)
+    where = run("-c", "import avo.paths as p; print(p.conf_dir())")
+    assert where.stdout.strip() == str(target / "avo" / "conf"), where.stderr
+    plan = run("-m", "avo", "+experiment=smoke", "dry_run=true")
+    assert plan.returncode == 0 and "experiment   smoke" in plan.stdout, plan.stderr
