@@ -1,0 +1,3 @@
+from avo.knowledge.cli import main
+
+raise SystemExit(main())
