@@ -24,12 +24,15 @@ class ShapeResult:
     shape: dict[str, Any]
     tflops: Optional[float] = None  # median over repeats
     time_ms: Optional[float] = None
+    wall_ms: Optional[float] = None  # back-to-back wall time per call (a cross-check of time_ms)
     spread: Optional[float] = None  # (p80 - p20) / median of the repeat times
     baselines: dict[str, Optional[float]] = field(default_factory=dict)  # name -> TFLOP/s
     # With an incumbent: median of interleaved (incumbent time / candidate time); > 1 = faster.
     incumbent_ratio: Optional[float] = None
     incumbent_ratio_spread: Optional[float] = None  # (p80 - p20) of those ratios
+    incumbent_ratio_se: Optional[float] = None  # standard error of log(median ratio)
     error: Optional[float] = None  # relative error of the last correctness check
+    incumbent_tflops: Optional[float] = None  # the incumbent's median in the interleaved timing
 
 
 @dataclass
@@ -46,8 +49,17 @@ class EvalResult:
     baseline_scores: dict[str, Optional[float]] = field(default_factory=dict)
     speedups: dict[str, Optional[float]] = field(default_factory=dict)  # geomean of per-shape ratios
     incumbent_ratio: Optional[float] = None  # geomean of per-shape interleaved ratios
-    incumbent_ratio_spread: Optional[float] = None  # largest per-shape spread
+    # The noise of incumbent_ratio: two standard errors of the geomean, from the per-shape
+    # standard errors (ratio units). Acceptance needs a gain beyond it.
+    incumbent_ratio_spread: Optional[float] = None
     env: dict[str, Any] = field(default_factory=dict)
+    # "ok", or why the incumbent could not be compared ("incorrect: ..."); None without an incumbent.
+    incumbent_status: Optional[str] = None
+    # Correctness checks run: [{"label", "error"}], the worst error of each shape's checks.
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    # How the measurement was made where it departs from the plan (a baseline unavailable, GQA
+    # run with expanded k/v, a warm-up that did not settle, ...).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

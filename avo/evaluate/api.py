@@ -1,0 +1,315 @@
+"""evaluate(): one candidate kernel, judged in a child process that may hang or die harmlessly.
+
+The parent never imports torch. It starts `python -m avo.evaluate._child` in its own process
+group, hands it the job on stdin, and follows the stage messages the child writes on a pipe:
+each stage gets its own deadline (settings.*_timeout_s) and `timeout` caps the whole run. On a
+deadline the whole process group is killed (status `timeout`); a child that dies without a
+verdict (segfault, os._exit, a CUDA abort) gives `crash` with its exit signal and last output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any, Optional, Sequence
+
+from avo.config import ConfigError, EvaluatorConfig
+from avo.evaluate.plan import (BASELINES, STAGES, correctness_shapes, resolve_suite, settings_dict,
+                               shape_dict, stage_limits)
+from avo.evaluate.result import CRASH, OK, TIMEOUT, EvalResult, geomean
+from avo.suites import Shape
+
+_PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the avo package
+_TAIL_CHARS = 1500
+
+
+class UsageError(ValueError):
+    """A caller mistake (missing file, unknown suite/stage/baseline): one line, no traceback."""
+
+
+class EvaluatorError(RuntimeError):
+    """The evaluation could not run here at all (e.g. device=cuda without a GPU)."""
+
+
+def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = "cuda",
+             settings: EvaluatorConfig | Any | None = None,
+             incumbent: str | Path | None = None, baselines: Sequence[str] = (),
+             timeout: float | None = None,
+             stages: Sequence[str] = STAGES,
+             env: Optional[dict[str, str]] = None) -> EvalResult:
+    """Compile, check and time `kernel` on `suite` (a suite name or a list of Shapes).
+
+    `settings`: avo.config.EvaluatorConfig or any object / mapping with its fields (defaults fill
+    the rest). `incumbent`: another kernel timed interleaved with this one in the same process;
+    the result then carries per-shape `incumbent_ratio` (> 1: the candidate is faster).
+    `stages`: a subset of compile, correctness, benchmark, reverify (compile always runs).
+    `timeout`: overall cap in seconds on top of the per-stage limits.
+    `env`: extra environment for the child (avo.evaluate.pool pins a GPU with CUDA_VISIBLE_DEVICES)."""
+    kernel_path = _existing(kernel, "kernel")
+    incumbent_path = _existing(incumbent, "incumbent") if incumbent is not None else None
+    if device not in ("cuda", "cpu"):
+        raise UsageError(f"device {device!r} is not one of cuda, cpu")
+    try:
+        suite_name, shapes = resolve_suite(suite)
+    except (ConfigError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    if not shapes:
+        raise UsageError("the suite has no shapes")
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise UsageError(f"unknown stage(s) {', '.join(bad)}; stages are {', '.join(STAGES)}")
+    bad = [b for b in baselines if b not in BASELINES]
+    if bad:
+        raise UsageError(f"unknown baseline(s) {', '.join(bad)}; baselines are {', '.join(BASELINES)}")
+    s = settings_dict(settings)
+    job = {
+        "kernel": str(kernel_path),
+        "incumbent": str(incumbent_path) if incumbent_path else None,
+        "device": device,
+        "suite": suite_name,
+        "dtype": "bfloat16",
+        "shapes": [shape_dict(x) for x in shapes],
+        "correctness_shapes": [shape_dict(x) for x in correctness_shapes(shapes, device)],
+        "settings": s,
+        "baselines": list(dict.fromkeys(baselines)),
+        "stages": [x for x in STAGES if x in stages],
+        # Every message of the child carries this; a kernel writing to the pipe cannot forge one.
+        "token": secrets.token_hex(16),
+    }
+    return _run(job, stage_limits(s), timeout, env)
+
+
+def _existing(path: str | Path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{what} file not found: {path}")
+    return p.resolve()
+
+
+# -- the child process ---------------------------------------------------------------------------
+
+def _child_env(device: str, fd: int, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    env = {**os.environ, **{k: str(v) for k, v in (extra or {}).items()}}
+    env["AVO_EVAL_FD"] = str(fd)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PKG_PARENT), env.get("PYTHONPATH")) if p)
+    if device == "cpu":
+        env["OMP_NUM_THREADS"] = "1"  # set before torch loads; the child also sets 1 torch thread
+    return env
+
+
+class _Watch:
+    """The parent's view of the child: current stage, deadlines, messages received."""
+
+    def __init__(self, limits: dict[str, float], timeout: Optional[float]):
+        self.limits = limits
+        self.t0 = time.monotonic()
+        self.overall = self.t0 + timeout if timeout else math.inf
+        self.timeout = timeout
+        self.stage = "startup"
+        self.stage_deadline = self.t0 + limits["startup"]
+        self.shape: Optional[str] = None
+        self.seconds: dict[str, float] = {}
+        self.env: dict[str, Any] = {}
+        self.result: Optional[dict[str, Any]] = None
+        self.fatal: Optional[str] = None
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        ev = msg.get("ev")
+        if ev == "stage":
+            self.stage, self.shape = msg["stage"], None
+            self.stage_deadline = time.monotonic() + self.limits.get(self.stage, self.limits["compile"])
+        elif ev == "end":
+            self.seconds[msg["stage"]] = float(msg["seconds"])
+        elif ev == "progress":
+            self.shape = msg.get("shape")
+        elif ev == "ready":
+            self.env = msg.get("env", {})
+        elif ev == "result":
+            self.result = msg["result"]
+        elif ev == "fatal":
+            self.fatal = msg.get("message", "the evaluation process could not start")
+
+    def where(self) -> str:
+        return f"stage {self.stage}" + (f" (shape {self.shape})" if self.shape else "")
+
+
+def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float],
+         extra_env: Optional[dict[str, str]] = None) -> EvalResult:
+    watch = _Watch(limits, timeout)
+    read_fd, write_fd = os.pipe()
+    log = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "avo.evaluate._child"], stdin=subprocess.PIPE, stdout=log,
+            stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
+            env=_child_env(job["device"], write_fd, extra_env), cwd=os.getcwd())
+    except BaseException:
+        os.close(read_fd)
+        os.close(write_fd)
+        log.close()
+        raise
+    os.close(write_fd)  # our copy: EOF on read_fd now means the child (group) is gone
+    try:
+        try:
+            proc.stdin.write(json.dumps(job).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        timed_out = _follow(read_fd, proc.pid, watch, job["token"])
+        if timed_out:
+            _dump_stack(proc.pid)
+        else:
+            _wait_unreaped(proc.pid, 30.0)
+    finally:
+        _kill_group(proc.pid)  # also ends stray grandchildren; the leader is not yet reaped
+        proc.wait()
+        os.close(read_fd)
+    try:
+        return _verdict(job, watch, timed_out, proc.returncode, _tail(log))
+    finally:
+        log.close()
+
+
+def _follow(fd: int, pid: int, watch: _Watch, token: str) -> bool:
+    """Read messages until the verdict, EOF or the child's exit (False), or a deadline (True).
+    The child's exit is polled too: a grandchild the kernel left behind may hold the pipe open."""
+    buf = b""
+    exited = False
+    while watch.result is None:
+        now = time.monotonic()
+        deadline = min(watch.stage_deadline, watch.overall)
+        if now >= deadline:
+            return True
+        ready, _, _ = select.select([fd], [], [], min(deadline - now, 0.5))
+        if not ready:
+            if exited:
+                return False
+            exited = _has_exited(pid)  # one more pass drains what it wrote before exiting
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return False
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            try:
+                msg = json.loads(line)
+                if msg.get("token") == token:
+                    watch.handle(msg)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not one of ours
+    return False
+
+
+def _has_exited(pid: int) -> bool:
+    """Without reaping it, so its process group id stays reserved until we kill the group."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _wait_unreaped(pid: int, limit: float) -> None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end and not _has_exited(pid):
+        time.sleep(0.01)
+
+
+def _dump_stack(pid: int) -> None:
+    """Ask a hung child to print its Python stack (faulthandler on SIGUSR1) before it is killed."""
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return
+    time.sleep(0.5)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(0, os.SEEK_END)
+    size = log.tell()
+    log.seek(max(0, size - 4 * _TAIL_CHARS))
+    lines = log.read().decode(errors="replace").strip().splitlines()
+    # faulthandler's list of loaded extension modules says nothing about the kernel.
+    text = "\n".join(ln for ln in lines if not ln.startswith("Extension modules:")).strip()
+    return text[-_TAIL_CHARS:]
+
+
+def _exit_text(rc: Optional[int]) -> str:
+    if rc is None:
+        return "no exit status"
+    if rc < 0:
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit code {rc}"
+
+
+def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[int], tail: str) -> EvalResult:
+    wall = time.monotonic() - watch.t0
+    if watch.fatal:
+        raise EvaluatorError(watch.fatal)
+    base = {"suite": job["suite"], "device": job["device"], "wall_s": wall, "env": watch.env}
+    if watch.result is None or timed_out:
+        compile_s = (watch.seconds["import"] + watch.seconds["compile"]
+                     if {"import", "compile"} <= watch.seconds.keys() else None)
+        stage = watch.stage if watch.stage != "startup" else "import"
+        after = f"\nlast output of the evaluation process:\n{tail}" if tail else ""
+        if timed_out:
+            if watch.overall <= watch.stage_deadline:
+                why = f"the overall timeout of {watch.timeout:g} s ran out in {watch.where()}"
+            else:
+                why = f"{watch.where()} exceeded its limit of {watch.limits.get(watch.stage, 0):g} s"
+            return EvalResult(status=TIMEOUT, stage=stage, compile_s=compile_s,
+                              message=f"{why}; the process was killed{after}", **base)
+        return EvalResult(status=CRASH, stage=stage, compile_s=compile_s,
+                          message=f"the evaluation process died in {watch.where()} with {_exit_text(rc)}{after}",
+                          **base)
+    res = dict(watch.result)
+    res["env"] = {**watch.env, **res.get("env", {})}
+    res["wall_s"] = wall
+    result = EvalResult.from_dict(res)
+    if result.status == OK:
+        summarize(result)
+    return result
+
+
+def summarize(result: EvalResult) -> None:
+    """Suite-level figures from the per-shape rows: geometric means over the shapes."""
+    rows = result.shapes
+    if not rows:
+        return
+    result.score = geomean(r.tflops for r in rows)
+    names = list(dict.fromkeys(n for r in rows for n in r.baselines))
+    for name in names:
+        pairs = [(r.tflops, r.baselines.get(name)) for r in rows if r.baselines.get(name) and r.tflops]
+        result.baseline_scores[name] = geomean(b for _, b in pairs) if pairs else None
+        result.speedups[name] = geomean(ours / b for ours, b in pairs) if pairs else None
+        if pairs and len(pairs) < len(rows):
+            result.notes.append(f"{name}: score and speedup over {len(pairs)} of {len(rows)} shapes")
+    ratios = [r.incumbent_ratio for r in rows if r.incumbent_ratio is not None]
+    if ratios:
+        result.incumbent_ratio = geomean(ratios)
+        ses = [r.incumbent_ratio_se for r in rows if r.incumbent_ratio is not None]
+        if all(se is not None for se in ses):
+            se_log = math.sqrt(sum(se * se for se in ses)) / len(ses)
+            result.incumbent_ratio_spread = 2.0 * se_log * result.incumbent_ratio
+        else:  # too few repeats for an error estimate: fall back to the widest per-shape spread
+            result.incumbent_ratio_spread = max(r.incumbent_ratio_spread or 0.0 for r in rows)

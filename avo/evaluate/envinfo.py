@@ -1,0 +1,62 @@
+"""Where a measurement was taken: GPU, driver, library versions. Never imports cutlass or
+flash_attn (slow, and may fail); versions come from package metadata."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _driver() -> str | None:
+    # The kernel module's version line, e.g. "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15 ..."
+    try:
+        line = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    words = line.split()
+    for i, w in enumerate(words):
+        if w == "Module" and i + 1 < len(words):
+            return words[i + 1]
+    return line.strip()
+
+
+def collect(device: str) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cutlass_dsl": _version("nvidia-cutlass-dsl"),
+        "flash_attn_4": _version("flash-attn-4") or _version("fa4"),
+        "triton": _version("triton"),
+        "device": device,
+    }
+    if device == "cuda" and torch.cuda.is_available():
+        idx = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        env.update(
+            gpu=torch.cuda.get_device_name(idx),
+            capability=f"sm_{props.major}{props.minor}",
+            sm_count=props.multi_processor_count,
+            l2_bytes=getattr(props, "L2_cache_size", None),
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            driver=_driver(),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+        )
+    else:
+        env.update(cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads())
+    return env
