@@ -1,0 +1,58 @@
+"""The logger interface the search engine talks to, and a fan-out to several loggers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+
+class Logger(Protocol):
+    def start(self, config: dict[str, Any], info: dict[str, Any]) -> None:
+        """Once per process: the resolved config and run facts (run dir, resumed, ...)."""
+
+    def iteration(self, metrics: dict[str, Any]) -> None:
+        """One finished iteration: flat metrics (numbers, plus a few strings for humans)."""
+
+    def version(self, version: dict[str, Any], kernel_path: Path) -> None:
+        """A new lineage version (the seed, or an accepted candidate) and its kernel file."""
+
+    def lineage(self, rows: Sequence[dict[str, Any]], step: int) -> None:
+        """The whole lineage as a table, after it changed."""
+
+    def message(self, text: str) -> None:
+        """A line for humans (supervisor interventions, resume notes)."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """End of this process's part of the run (budget reached); not called after a crash."""
+
+
+class MultiLogger:
+    def __init__(self, loggers: Sequence[Any]):
+        self.loggers = list(loggers)
+
+    def _each(self, name: str, *args: Any) -> None:
+        for logger in self.loggers:
+            getattr(logger, name)(*args)
+
+    def start(self, config, info) -> None:
+        self._each("start", config, info)
+
+    def iteration(self, metrics) -> None:
+        self._each("iteration", metrics)
+
+    def version(self, version, kernel_path) -> None:
+        self._each("version", version, kernel_path)
+
+    def lineage(self, rows, step) -> None:
+        self._each("lineage", rows, step)
+
+    def message(self, text) -> None:
+        self._each("message", text)
+
+    def finish(self, summary) -> None:
+        self._each("finish", summary)
+
+
+class NullLogger(MultiLogger):
+    def __init__(self) -> None:
+        super().__init__([])

@@ -1,0 +1,1 @@
+"""Search strategies (avo, greedy), the acceptance rule, the stagnation supervisor, budgets."""

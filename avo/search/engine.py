@@ -1,0 +1,332 @@
+"""The search engine: one crash-safe, resumable loop shared by every strategy.
+
+Each iteration n leaves its work in `candidates/<n>/` step by step (proposal.json + kernel.py,
+then eval.json, then confirm.json, then the lineage commit) and ends with ONE archive transaction.
+A run killed at any moment resumes at iteration count+1 and re-uses whatever that iteration had
+already finished, so no finished evaluation is repeated and no iteration number is reused. The
+evaluate function is injected (the real evaluator in avo.search.run, fakes in the tests).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from avo.archive import Archive, Candidate, Version, source_hash
+from avo.config import ConfigError
+from avo.evaluate.result import EvalResult
+from avo.lineage import Lineage
+from avo.logging.base import MultiLogger, NullLogger
+from avo.operators.base import Operator, OperatorError, Proposal, VariationContext
+from avo.search.acceptance import Verdict
+from avo.search.budgets import Budgets, Usage, exhausted, remaining
+from avo.search.seed import Seed
+from avo.search.strategies import Strategy
+
+# evaluate(kernel_path, *, incumbent=None, stages=None) -> EvalResult, suite/device/settings bound.
+EvaluateFn = Callable[..., EvalResult]
+
+CANDIDATES = "candidates"
+EVENTS = "events.jsonl"
+CONFIRM_STAGES = ("compile", "correctness", "benchmark")
+OPERATOR_ERROR = "operator_error"
+DUPLICATE = "duplicate"
+
+
+def cand_dir(run_dir: Path, cid: int) -> Path:
+    return Path(run_dir) / CANDIDATES / f"{cid:04d}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """All or nothing: a kill leaves either the old file (or none) or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _first_line(text: Optional[str]) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+@dataclass
+class Outcome:
+    stop_reason: str
+    iterations: int
+    accepted: int
+    versions: int
+    best_score: Optional[float]
+    best_sha: str
+    resumed: bool
+
+
+class Engine:
+    def __init__(self, run_dir: str | Path, *, strategy: Strategy, operator: Operator, evaluate: EvaluateFn,
+                 budgets: Budgets, seed: int = 0, logger: MultiLogger | None = None,
+                 config: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.strategy, self.operator, self.evaluate = strategy, operator, evaluate
+        self.budgets, self.seed = budgets, seed
+        self.logger = logger or NullLogger()
+        self.config, self.info = config or {}, dict(info or {})
+        self.clock = clock
+        self.archive = Archive(self.run_dir)
+        self.lineage = Lineage.of_run(self.run_dir)
+        self._t0 = clock()
+        self._elapsed0 = float(self.archive.get_meta("elapsed_s", 0.0))
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self._elapsed0 + (self.clock() - self._t0)
+
+    def usage(self) -> Usage:
+        return Usage(self.archive.count(), self.elapsed(), self.archive.totals()["cost_usd"])
+
+    def _event(self, **payload: Any) -> None:
+        with (self.run_dir / EVENTS).open("a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), "pid": os.getpid(), **payload}) + "\n")
+
+    def _evaluate(self, cid: int, kind: str, kernel: Path, out: Path, **kwargs: Any) -> tuple[EvalResult, float]:
+        """Run (or, after a crash, re-read) one evaluation; its JSON lands in `out`."""
+        if out.is_file():
+            return EvalResult.read(out), 0.0
+        self._event(event="evaluate", candidate=cid, kind=kind, phase="start")
+        t = self.clock()
+        result = self.evaluate(kernel, **kwargs)
+        seconds = self.clock() - t
+        write_atomic(out, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        self._event(event="evaluate", candidate=cid, kind=kind, phase="done", status=result.status)
+        return result, seconds
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self, seed: Seed | Callable[[], Seed]) -> Outcome:
+        """Run until a budget ends it; `seed` (or a function giving it) is used only by a new run."""
+        resumed = self.archive.best() is not None
+        self.info.update(resumed=resumed, done=self.archive.count(), max_iterations=self.budgets.max_iterations,
+                         run_dir=str(self.run_dir))
+        self.logger.start(self.config, self.info)
+        self._event(event="start", resumed=resumed, done=self.archive.count())
+        self._ensure_seed(seed)
+        while (reason := exhausted(self.budgets, self.usage())) is None:
+            self.iterate(self.archive.count() + 1)
+        self.archive.set_meta(elapsed_s=self.elapsed())
+        best = self.archive.best()
+        totals = self.archive.totals()
+        outcome = Outcome(reason, self.archive.count(), totals["accepted"], len(self.archive.versions()),
+                          best.score, best.sha, resumed)
+        self._event(event="stop", reason=reason)
+        self.logger.finish({**asdict(outcome), "cost_usd": totals["cost_usd"], "tokens": totals["tokens"],
+                            "elapsed_s": self.elapsed()})
+        return outcome
+
+    def _ensure_seed(self, seed: Seed | Callable[[], Seed]) -> None:
+        if self.archive.best() is not None:
+            return
+        seed = seed() if callable(seed) else seed
+        d = cand_dir(self.run_dir, 0)
+        kernel = d / "kernel.py"
+        if not kernel.is_file() or kernel.read_text() != seed.source:  # new, or the seed was changed
+            write_atomic(kernel, seed.source)
+            (d / "eval.json").unlink(missing_ok=True)
+        source = kernel.read_text()
+        result, _ = self._evaluate(0, "seed", kernel, d / "eval.json")
+        if not result.ok or result.score is None:
+            os.replace(d / "eval.json", d / "eval.failed.json")  # a re-run evaluates it afresh
+            raise ConfigError(f"the seed kernel ({seed.origin}) does not pass the evaluator: {result.status} "
+                              f"at {result.stage}: {_first_line(result.message)} (see {d / 'eval.failed.json'})")
+        self.lineage.init()
+        rationale = f"seed: {seed.origin}"
+        found = self.lineage.find_candidate(0)
+        sha = found.sha if found else self.lineage.commit(
+            source, rationale, self._trailers(0, None, "seed", result),
+            extra_files={"README.md": f"# lineage of {self.info.get('name', 'avo run')}\n\n"
+                                      f"One commit per accepted kernel version; the first is the seed "
+                                      f"({seed.origin}). Trailers carry the measured scores.\n"})
+        version = Version(0, 0, sha, source_hash(source), result.score, result.speedups,
+                          [asdict(s) for s in result.shapes], rationale, str(kernel.relative_to(self.run_dir)))
+        self.archive.add_seed(version, meta={"seed_origin": seed.origin, "elapsed_s": self.elapsed()})
+        self._log_version(version, step=0)
+
+    @staticmethod
+    def _trailers(cid: int, parent: Optional[int], operator: str, result: EvalResult,
+                  confirm: EvalResult | None = None) -> dict[str, object]:
+        t: dict[str, object] = {"Candidate": cid, "Parent": parent, "Operator": operator,
+                                "Score": f"{result.score:.6g}" if result.score is not None else None}
+        for name, value in sorted((result.speedups or {}).items()):
+            if value is not None:
+                t[f"Speedup-vs-{name}"] = f"{value:.4f}"
+        if confirm is not None and confirm.incumbent_ratio is not None:
+            t["Incumbent-Ratio"] = f"{confirm.incumbent_ratio:.4f}"
+            if confirm.incumbent_ratio_spread is not None:
+                t["Incumbent-Ratio-Spread"] = f"{confirm.incumbent_ratio_spread:.4f}"
+        return t
+
+    # -- one iteration -------------------------------------------------------------------------
+
+    def _propose(self, n: int, d: Path, history: list[Candidate], versions: list[Version]) -> dict[str, Any]:
+        """The iteration's proposal, made once and kept in proposal.json (+ kernel.py)."""
+        saved = d / "proposal.json"
+        if saved.is_file():
+            return json.loads(saved.read_text())
+        plan = self.strategy.plan(history, versions)
+        parent = self.archive.version_of(plan.parent)
+        parent_source = (self.run_dir / parent.path).read_text()
+        parent_eval = cand_dir(self.run_dir, plan.parent) / "eval.json"
+        step = plan.intervention
+        if step is not None:
+            self.logger.message(f"supervisor ({step.kind}) at iteration {n}: {_first_line(step.directive)}")
+        ctx = VariationContext(
+            iteration=n, parent_id=str(plan.parent), parent_source=parent_source,
+            parent_result=EvalResult.read(parent_eval) if parent_eval.is_file() else None,
+            run_dir=self.run_dir, workspace=d / "workspace", rng=random.Random(f"{self.seed}:{n}"),
+            evaluate=self.evaluate, lineage=self.lineage, archive=self.archive,
+            directive=step.directive if step else None,
+            extra={"best_score": versions[-1].score, "best_candidate": versions[-1].candidate,
+                   "intervention": step.kind if step else None,
+                   "budget_left": remaining(self.budgets, self.usage())})
+        ctx.workspace.mkdir(parents=True, exist_ok=True)
+        t = self.clock()
+        record: dict[str, Any] = {"parent": plan.parent, "operator": self.operator.name,
+                                  "intervention": step.kind if step else None,
+                                  "directive": step.directive if step else None}
+        try:
+            proposal: Proposal = self.operator.propose(ctx)
+            record.update(rationale=proposal.rationale, tokens=proposal.tokens, cost_usd=proposal.cost_usd,
+                          transcript=proposal.transcript, error=None)
+            write_atomic(d / "kernel.py", proposal.source)
+        except OperatorError as exc:
+            record.update(rationale=None, tokens=int(getattr(exc, "tokens", 0) or 0),
+                          cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), transcript=None, error=str(exc))
+        record["propose_s"] = self.clock() - t
+        write_atomic(saved, json.dumps(record, indent=2) + "\n")
+        return record
+
+    def iterate(self, n: int) -> Candidate:
+        t_start = self.clock()
+        d = cand_dir(self.run_dir, n)
+        d.mkdir(parents=True, exist_ok=True)
+        history, versions = self.archive.candidates(), self.archive.versions()
+        best = versions[-1]
+        p = self._propose(n, d, history, versions)
+        cand = Candidate(id=n, parent=p["parent"], operator=p["operator"], status=OPERATOR_ERROR,
+                         verdict="operator-error", rationale=p["rationale"], message=p["error"],
+                         best_score=best.score, intervention=p["intervention"], directive=p["directive"],
+                         tokens=p["tokens"], cost_usd=p["cost_usd"], propose_s=p["propose_s"])
+        version = None
+        result = confirm = None
+        if p["error"] is None:
+            kernel = d / "kernel.py"
+            source = kernel.read_text()
+            parent_v = self.archive.version_of(p["parent"])
+            parent_source = (self.run_dir / parent_v.path).read_text()
+            cand.source_hash = source_hash(source)
+            cand.diff = "".join(difflib.unified_diff(
+                parent_source.splitlines(keepends=True), source.splitlines(keepends=True),
+                f"candidates/{p['parent']:04d}/kernel.py", f"candidates/{n:04d}/kernel.py"))
+            same = self._same_source(cand.source_hash, versions)
+            if same is not None:
+                cand.status, cand.verdict, cand.score = DUPLICATE, DUPLICATE, same[1]
+                cand.message = f"same source as candidate {same[0]}; not evaluated again"
+            else:
+                result, cand.eval_s = self._evaluate(n, "candidate", kernel, d / "eval.json")
+                verdict: Verdict = self.strategy.judge(result, best.score)
+                if verdict.passed_screen and self.strategy.confirms:
+                    incumbent = self.run_dir / best.path
+                    confirm, cand.confirm_s = self._evaluate(n, "confirm", kernel, d / "confirm.json",
+                                                             incumbent=incumbent, stages=CONFIRM_STAGES)
+                    verdict = self.strategy.judge_confirmation(confirm)
+                self._fill(cand, result, confirm, verdict, d)
+                if verdict.accepted:
+                    version = self._commit(cand, source, result, confirm, len(versions), kernel)
+        cand.wall_s = self.clock() - t_start
+        self.archive.record(cand, version, meta={"elapsed_s": self.elapsed()})
+        self._event(event="recorded", candidate=n, verdict=cand.verdict)
+        self.logger.iteration(self._metrics(cand, result))
+        if version is not None:
+            self._log_version(version, step=n)
+        return cand
+
+    def _same_source(self, h: str, versions: list[Version]) -> Optional[tuple[int, Optional[float]]]:
+        for v in versions:
+            if v.source_hash == h:
+                return v.candidate, v.score
+        earlier = self.archive.find_hash(h)
+        return (earlier.id, earlier.score) if earlier else None
+
+    def _fill(self, cand: Candidate, result: EvalResult, confirm: EvalResult | None, verdict: Verdict,
+              d: Path) -> None:
+        cand.status, cand.stage = result.status, result.stage
+        cand.message = verdict.reason if result.ok else _first_line(result.message) or verdict.reason
+        cand.verdict, cand.accepted = verdict.label, verdict.accepted
+        cand.score, cand.speedups = result.score, result.speedups
+        cand.metrics = [asdict(s) for s in result.shapes]
+        cand.result_path = str((d / "eval.json").relative_to(self.run_dir))
+        if confirm is not None:
+            cand.incumbent_ratio = confirm.incumbent_ratio
+            cand.incumbent_ratio_spread = confirm.incumbent_ratio_spread
+
+    def _commit(self, cand: Candidate, source: str, result: EvalResult, confirm: EvalResult | None,
+                number: int, kernel: Path) -> Version:
+        # A run killed after the commit but before the archive row finds its commit here.
+        found = self.lineage.find_candidate(cand.id)
+        sha = found.sha if found else self.lineage.commit(
+            source, cand.rationale or "", self._trailers(cand.id, cand.parent, cand.operator, result, confirm))
+        cand.version, cand.lineage_sha = number, sha
+        return Version(number, cand.id, sha, cand.source_hash, result.score, result.speedups, cand.metrics,
+                       cand.rationale, str(kernel.relative_to(self.run_dir)))
+
+    # -- logging -------------------------------------------------------------------------------
+
+    def _metrics(self, cand: Candidate, result: EvalResult | None) -> dict[str, Any]:
+        versions = self.archive.versions()
+        best, seed = versions[-1], versions[0]
+        totals = self.archive.totals()
+        m: dict[str, Any] = {
+            "iteration": cand.id, "max_iterations": self.budgets.max_iterations, "verdict": cand.verdict,
+            "status": cand.status, "accepted": cand.accepted, "operator": cand.operator, "parent": cand.parent,
+            "rationale": _first_line(cand.rationale or cand.message), "intervention": cand.intervention,
+            "candidate/score": cand.score, "best/score": best.score, "best/version": best.version,
+            "best/gain_vs_seed": (best.score / seed.score - 1) if best.score and seed.score else None,
+            "incumbent_ratio": cand.incumbent_ratio, "incumbent_ratio_spread": cand.incumbent_ratio_spread,
+            "tokens": cand.tokens, "cost_usd": cand.cost_usd,
+            "total/tokens": totals["tokens"], "total/cost_usd": totals["cost_usd"],
+            "count/accepted": totals["accepted"],
+            "time/propose_s": cand.propose_s, "time/eval_s": cand.eval_s, "time/confirm_s": cand.confirm_s,
+            "time/iteration_s": cand.wall_s, "elapsed_s": self.elapsed(),
+            "budget_left": remaining(self.budgets, self.usage()),
+        }
+        for name, value in (cand.speedups or {}).items():
+            m[f"candidate/speedup_vs_{name}"] = value
+        for name, value in (best.speedups or {}).items():
+            m[f"best/speedup_vs_{name}"] = value
+        for status, count in self.archive.status_counts().items():
+            m[f"count/{status}"] = count
+        return m
+
+    def _log_version(self, version: Version, step: int) -> None:
+        row = {"version": version.version, "candidate": version.candidate, "sha": version.sha,
+               "score": version.score, "rationale": _first_line(version.rationale)}
+        row.update({f"speedup_vs_{k}": v for k, v in (version.speedups or {}).items()})
+        self.logger.version(row, self.run_dir / version.path)
+        rows = []
+        for v in self.archive.versions():
+            r = {"version": v.version, "candidate": v.candidate, "sha": v.sha[:10], "score": v.score,
+                 "rationale": _first_line(v.rationale)}
+            r.update({f"speedup_vs_{k}": v.speedups.get(k) for k in sorted(version.speedups or {})}
+                     if v.speedups is not None else {})
+            rows.append(r)
+        self.logger.lineage(rows, step)

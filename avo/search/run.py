@@ -1,0 +1,109 @@
+"""`run_search(cfg, run_dir)`: wire the composed config to the engine and run (or resume) a search.
+
+Everything of a run lives in its run dir (Hydra's `hydra.run.dir`):
+    lineage/            git repo, one commit per accepted version (kernel.py; README.md)
+    archive.sqlite      tables candidates (one row per iteration), versions, meta
+    candidates/NNNN/    kernel.py, proposal.json, eval.json, confirm.json, workspace/ (0000 = the seed)
+    metrics.jsonl       per-iteration metrics (always); console.log: the progress lines
+    events.jsonl        evaluation starts/ends, starts/stops of the process (for audits and tests)
+    wandb/, wandb_id    the W&B run (offline by default) and its id, kept across resumes
+    .hydra/, *.log      Hydra's record of the composed config and the log
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from avo import suites
+from avo.config import ConfigError, EvaluatorConfig
+from avo.paths import conf_dir, resolve
+from avo.search import seed as seeds
+from avo.search.budgets import Budgets
+from avo.search.engine import Engine, EvaluateFn, Outcome
+from avo.search.strategies import make_strategy
+
+DEFAULT_STAGES = ("compile", "correctness", "benchmark", "reverify")
+
+
+def _plain(node: Any) -> Any:
+    """A DictConfig (Hydra) or a dataclass as plain dicts/lists."""
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(node):
+            return OmegaConf.to_container(node, resolve=True)
+    except ImportError:
+        pass
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(node) if is_dataclass(node) else node
+
+
+def evaluator_settings(cfg: Any) -> EvaluatorConfig:
+    return EvaluatorConfig(**_plain(cfg.evaluator))
+
+
+def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateFn:
+    """The evaluator with this run's suite, device, settings and baselines filled in.
+
+    A confirmation run (one with an incumbent) times no baselines: only the ratio matters there.
+    """
+    errors: tuple[type[BaseException], ...] = ()
+    if evaluate is None:  # the real one, imported only when needed
+        from avo.evaluate.api import EvaluatorError, UsageError, evaluate
+
+        errors = (EvaluatorError, UsageError)
+    shapes = suites.from_config(cfg.attention)
+    settings = evaluator_settings(cfg)
+    device, baselines = cfg.hardware.device, tuple(cfg.hardware.baselines)
+
+    def bound(kernel, *, suite: Optional[Sequence] = None, incumbent=None, stages: Optional[Sequence[str]] = None,
+              timeout: Optional[float] = None):
+        try:
+            return evaluate(kernel, shapes if suite is None else suite, device=device, settings=settings,
+                            incumbent=incumbent, baselines=() if incumbent is not None else baselines,
+                            timeout=timeout, stages=tuple(stages or DEFAULT_STAGES))
+        except errors as exc:  # this machine cannot evaluate at all (no GPU for device=cuda, ...)
+            raise ConfigError(f"the evaluator cannot run: {exc}") from None
+
+    return bound
+
+
+def supervisor_template(cfg: Any) -> Optional[str]:
+    path = resolve(cfg.prompts.supervisor, base=conf_dir())
+    if not path.is_file():
+        path = conf_dir() / cfg.prompts.supervisor
+    return path.read_text() if path.is_file() else None
+
+
+def build_engine(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None, operator=None,
+                 logger=None, console: bool = True) -> Engine:
+    from avo.logging import build_logger
+    from avo.operators.registry import make_operator
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    strategy = make_strategy(cfg.search, supervisor_template(cfg) if cfg.search.strategy == "avo" else None)
+    operator = operator or make_operator(cfg, run_dir)
+    info = {"name": cfg.name, "strategy": strategy.name, "operator": operator.name,
+            "suite": cfg.attention.suite, "device": cfg.hardware.device, "seed_kernel": cfg.hardware.seed_kernel}
+    return Engine(run_dir, strategy=strategy, operator=operator, evaluate=bind_evaluator(cfg, evaluate),
+                  budgets=Budgets.from_config(cfg.search), seed=int(cfg.search.seed),
+                  logger=logger if logger is not None else build_logger(cfg, run_dir, console=console),
+                  config=_plain(cfg), info=info)
+
+
+def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
+    engine = build_engine(cfg, run_dir, evaluate=evaluate)
+    try:
+        # The seed is read only by a new run; a resumed one continues from its own lineage.
+        return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
+    except KeyboardInterrupt:
+        print(f"avo: interrupted; re-run the same command with hydra.run.dir={run_dir} to resume")
+        raise SystemExit(130) from None
+    finally:
+        engine.archive.close()
+
+
+__all__ = ["run_search", "build_engine", "bind_evaluator", "ConfigError"]

@@ -1,0 +1,61 @@
+"""Where the first version of the lineage comes from.
+
+`hardware.seed_kernel` is a file ("kernels/....py", relative to the cwd or the repo root) or an
+installed module ("module:pkg.mod", whose source file is copied); `search.transfer_from` (a run
+dir) overrides both with that run's best version, recorded in the lineage's first commit.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from avo.config import ConfigError
+from avo.lineage import Lineage, LineageError
+from avo.paths import resolve
+
+
+@dataclass(frozen=True)
+class Seed:
+    source: str
+    origin: str  # a human-readable provenance line for the first commit
+
+
+def from_module(name: str) -> Seed:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"seed kernel module:{name} cannot be found: {exc}") from None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise ConfigError(f"seed kernel module:{name} is not an installed Python source module")
+    return Seed(Path(spec.origin).read_text(), f"module:{name} ({spec.origin})")
+
+
+def from_file(path: str) -> Seed:
+    p = resolve(path)
+    if not p.is_file():
+        raise ConfigError(f"seed kernel {path!r} does not exist (looked for {p})")
+    return Seed(p.read_text(), str(path))
+
+
+def from_run(run_dir: str) -> Seed:
+    lineage = Lineage.of_run(resolve(run_dir))
+    if not lineage.exists():
+        raise ConfigError(f"search.transfer_from={run_dir!r} has no lineage/ (is it a run dir?)")
+    try:
+        sha = lineage.head()
+        if sha is None:
+            raise ConfigError(f"search.transfer_from={run_dir!r}: its lineage has no version yet")
+        return Seed(lineage.show(sha), f"transferred from {resolve(run_dir)}@{sha}")
+    except LineageError as exc:
+        raise ConfigError(f"search.transfer_from={run_dir!r}: {exc}") from None
+
+
+def load(seed_kernel: str, transfer_from: Optional[str] = None) -> Seed:
+    if transfer_from:
+        return from_run(transfer_from)
+    if seed_kernel.startswith("module:"):
+        return from_module(seed_kernel[len("module:"):])
+    return from_file(seed_kernel)

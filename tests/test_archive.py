@@ -1,0 +1,66 @@
+"""The archive: one row per finished iteration, contiguous ids, atomic records, readable by tools."""
+
+import sqlite3
+
+import pytest
+
+from avo.archive import Archive, Candidate, Version, open_run, source_hash
+
+
+def _cand(i, accepted=False, **kw):
+    base = dict(id=i, parent=0, operator="knob", status="ok", verdict="accepted" if accepted else "slower",
+                accepted=accepted, source_hash=f"h{i}", score=float(i), speedups={"cudnn": 0.5 * i},
+                metrics=[{"label": "s", "tflops": float(i)}], tokens=10, cost_usd=0.25)
+    base.update(kw)
+    return Candidate(**base)
+
+
+def _seed():
+    return Version(0, 0, "a" * 40, source_hash("seed"), 1.0, {"cudnn": 0.1}, [], "seed: x", "candidates/0000/kernel.py")
+
+
+def test_round_trip_and_contiguity(tmp_path):
+    a = Archive(tmp_path)
+    a.add_seed(_seed(), meta={"elapsed_s": 1.5})
+    a.add_seed(_seed())  # idempotent on resume
+    a.record(_cand(1))
+    a.record(_cand(2, accepted=True, version=1, lineage_sha="b" * 40), Version(1, 2, "b" * 40, "h2", 2.0))
+    with pytest.raises(ValueError, match="breaks the sequence"):
+        a.record(_cand(4))
+    with pytest.raises(ValueError, match="lineage version"):
+        a.record(_cand(3, accepted=True))
+    with pytest.raises(ValueError, match="lineage version"):
+        a.record(_cand(3), Version(2, 3, "c" * 40))
+    assert a.count() == 2  # the failed records left nothing behind
+    a.close()
+
+    b = open_run(tmp_path)
+    rows = b.candidates()
+    assert [r.id for r in rows] == [1, 2]
+    assert rows[1].accepted and not rows[0].accepted
+    assert rows[0].speedups == {"cudnn": 0.5} and rows[0].metrics == [{"label": "s", "tflops": 1.0}]
+    assert [v.version for v in b.versions()] == [0, 1]
+    assert b.best().candidate == 2 and b.version_of(0).sha == "a" * 40
+    assert b.seen_hashes() == {source_hash("seed"), "h1", "h2"}
+    assert b.find_hash("h1").id == 1 and b.find_hash("nope") is None
+    assert b.status_counts() == {"ok": 2}
+    assert b.totals() == {"tokens": 20, "cost_usd": 0.5, "accepted": 1}
+    assert b.get_meta("elapsed_s") == 1.5
+    assert [r.id for r in b.candidates(limit=1)] == [2]
+    assert [r.id for r in b.candidates(accepted=False)] == [1]
+    assert "slower" in b.summary()
+
+
+def test_schema_columns_and_wal(tmp_path):
+    Archive(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "archive.sqlite")
+    cols = {r[1] for r in db.execute("PRAGMA table_info(candidates)")}
+    for needed in ("id", "parent", "operator", "source_hash", "diff", "status", "stage", "metrics", "score",
+                   "accepted", "tokens", "cost_usd", "eval_s", "wall_s", "speedups"):
+        assert needed in cols
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_open_run_needs_an_archive(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        open_run(tmp_path)

@@ -1,0 +1,167 @@
+"""Resume: a run killed at any point continues from its archive, re-evaluating nothing finished."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from avo.archive import Archive
+from avo.lineage import Lineage
+from avo.search.budgets import Budgets
+from avo.search.engine import EVENTS, Engine
+from avo.search.fakes import KERNEL, FakeEvaluator, ScriptedOperator
+from avo.search.seed import Seed
+from avo.search.strategies import AvoStrategy
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = [{"a": 2}, {"b": 2}, {"a": 4}, {"b": 4}, {"a": 8}, {"b": 8}]  # each one is an improvement
+
+
+class Boom(BaseException):
+    """Stands for kill -9: nothing in the engine catches it."""
+
+
+def _engine(run_dir, operator=None, evaluate=None, max_iterations=5):
+    return Engine(run_dir, strategy=AvoStrategy(0.01, 3), operator=operator or ScriptedOperator(STEPS),
+                  evaluate=evaluate or FakeEvaluator(), budgets=Budgets(max_iterations), info={"name": "t"})
+
+
+def _events(run_dir):
+    return [json.loads(x) for x in (Path(run_dir) / EVENTS).read_text().splitlines()]
+
+
+def _check_consistent(run_dir, n):
+    archive = Archive(run_dir)
+    rows = archive.candidates()
+    assert [r.id for r in rows] == list(range(1, n + 1))
+    done = Counter((e["candidate"], e["kind"]) for e in _events(run_dir)
+                   if e["event"] == "evaluate" and e["phase"] == "done")
+    assert done and max(done.values()) == 1, done  # no evaluation finished twice
+    lineage = Lineage.of_run(run_dir).versions()
+    assert [v.sha for v in lineage] == [v.sha for v in archive.versions()]
+    assert len({v.candidate for v in lineage}) == len(lineage)  # no candidate committed twice
+    assert [v.candidate for v in lineage[1:]] == [r.id for r in rows if r.accepted]
+    return rows
+
+
+def _evaluator_failing(kind, at=3):
+    fake = FakeEvaluator()
+
+    def evaluate(kernel, **kw):
+        if f"{at:04d}" in str(kernel) and (kind == "confirm") == (kw.get("incumbent") is not None):
+            raise Boom
+        return fake(kernel, **kw)
+
+    return evaluate
+
+
+def _operator_failing(at=3):
+    op = ScriptedOperator(STEPS)
+    real = op.propose
+
+    def propose(ctx):
+        if ctx.iteration == at:
+            raise Boom
+        return real(ctx)
+
+    op.propose = propose
+    return op
+
+
+@pytest.mark.parametrize("where", ["propose", "evaluate", "confirm", "after-commit"])
+def test_crash_anywhere_then_resume(tmp_path, monkeypatch, where):
+    first = {"propose": dict(operator=_operator_failing()),
+             "evaluate": dict(evaluate=_evaluator_failing("candidate")),
+             "confirm": dict(evaluate=_evaluator_failing("confirm"))}.get(where, {})
+    if where == "after-commit":
+        real = Archive.record
+
+        def record(self, cand, version=None, meta=None):
+            if cand.id == 3:
+                assert Lineage.of_run(tmp_path).find_candidate(3) is not None  # committed already
+                raise Boom
+            return real(self, cand, version, meta)
+
+        monkeypatch.setattr(Archive, "record", record)
+    with pytest.raises(Boom):
+        _engine(tmp_path, **first).run(Seed(KERNEL, "s"))
+    monkeypatch.undo()
+    assert Archive(tmp_path).count() == 2
+
+    fake = FakeEvaluator()
+    out = _engine(tmp_path, evaluate=fake).run(Seed(KERNEL, "never read on resume"))
+    assert out.resumed and out.iterations == 5
+    rows = _check_consistent(tmp_path, 5)
+    assert all(r.accepted for r in rows)
+    evaluated = {Path(c["kernel"]).parent.name for c in fake.calls}
+    assert "0001" not in evaluated and "0002" not in evaluated
+    if where == "after-commit":  # its evaluations were finished: nothing of iteration 3 ran again
+        assert "0003" not in evaluated
+
+
+def test_raising_max_iterations_extends_the_run(tmp_path):
+    assert _engine(tmp_path, max_iterations=2).run(Seed(KERNEL, "s")).iterations == 2
+    again = _engine(tmp_path, max_iterations=2).run(Seed(KERNEL, "s"))
+    assert again.iterations == 2 and again.resumed  # nothing left to do
+    assert _engine(tmp_path, max_iterations=4).run(Seed(KERNEL, "s")).iterations == 4
+    _check_consistent(tmp_path, 4)
+
+
+# -- the real thing: `python -m avo` killed with SIGKILL mid-evaluation, then re-run --------------
+
+def _cli(run_dir, iterations):
+    return [sys.executable, "-m", "avo", "+experiment=smoke", f"hydra.run.dir={run_dir}",
+            f"search.max_iterations={iterations}", "logger=none"]
+
+
+def _wait_for_evaluation_in_flight(proc, run_dir, timeout=240):
+    """Until the run has finished >= 1 iteration and is inside a later evaluation."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        path = Path(run_dir) / EVENTS
+        if path.exists():
+            events = [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
+            recorded = [e for e in events if e["event"] == "recorded"]
+            last = events[-1]
+            if recorded and last["event"] == "evaluate" and last["phase"] == "start":
+                time.sleep(0.3)  # well inside the child's evaluation
+                return last
+        time.sleep(0.05)
+    raise AssertionError("no evaluation in flight in time")
+
+
+def test_kill_9_mid_iteration_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_cli(run_dir, 3), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        in_flight = _wait_for_evaluation_in_flight(proc, run_dir)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    before = Archive(run_dir).count()
+    assert 1 <= before < 3 and in_flight["candidate"] == before + 1
+
+    done = subprocess.run(_cli(run_dir, 3), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in done.stdout
+    rows = _check_consistent(run_dir, 3)
+    assert rows[0].status == "ok"
+    events = _events(run_dir)
+    pids = list(dict.fromkeys(e["pid"] for e in events))
+    assert len(pids) == 2
+    # The killed evaluation started in the first process and was finished only by the second.
+    key = (in_flight["candidate"], in_flight["kind"])
+    finished = [e["pid"] for e in events if e["event"] == "evaluate" and e["phase"] == "done"
+                and (e["candidate"], e["kind"]) == key]
+    assert finished == [pids[1]]
+    assert not (run_dir / "wandb").exists()  # logger=none logs nothing to W&B

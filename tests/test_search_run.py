@@ -1,0 +1,67 @@
+"""run_search wiring: Hydra config -> engine, seeds from a file, a module or another run."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from avo import config as avo_config
+from avo.archive import Archive
+from avo.config import ConfigError
+from avo.lineage import Lineage
+from avo.paths import conf_dir
+from avo.search import seed as seeds
+from avo.search.fakes import KERNEL, FakeEvaluator
+from avo.search.run import bind_evaluator, run_search
+
+avo_config.register()
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=["+experiment=smoke", "logger=none", *overrides])
+
+
+def test_bound_evaluator_passes_the_composed_suite_and_settings():
+    calls = []
+    cfg = _cfg("evaluator.repeats=3", "hardware.baselines=[cudnn]")
+    bound = bind_evaluator(cfg, lambda *a, **k: calls.append((a, k)))
+    bound("k.py")
+    bound("k.py", incumbent="best.py", stages=("compile",))
+    (args, kw), (args2, kw2) = calls
+    assert args[0] == "k.py" and len(args[1]) == len(cfg.attention.shapes) and args[1][0].seqlen == 100
+    assert kw["device"] == "cpu" and kw["settings"].repeats == 3 and kw["baselines"] == ("cudnn",)
+    assert kw["stages"] == ("compile", "correctness", "benchmark", "reverify")
+    assert kw2["incumbent"] == "best.py" and kw2["baselines"] == () and kw2["stages"] == ("compile",)
+
+
+def test_run_search_from_config_with_a_fake_evaluator(tmp_path):
+    out = run_search(_cfg("search.max_iterations=3"), tmp_path, evaluate=FakeEvaluator())
+    assert out.iterations == 3 and Archive(tmp_path).count() == 3
+    assert "[3/3]" in (tmp_path / "console.log").read_text()
+
+
+def test_seed_from_module_and_transfer(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkgs" / "mykernels"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "fake.py").write_text(KERNEL)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkgs"))
+    first = tmp_path / "first"
+    run_search(_cfg("search.max_iterations=3", "hardware.seed_kernel=module:mykernels.fake"), first,
+               evaluate=FakeEvaluator())
+    assert Lineage.of_run(first).versions()[0].subject.startswith("seed: module:mykernels.fake")
+
+    second = tmp_path / "second"
+    run_search(_cfg("search.max_iterations=1", f"search.transfer_from={first}"), second, evaluate=FakeEvaluator())
+    head = Lineage.of_run(first).head()
+    seed_commit = Lineage.of_run(second).versions()[0]
+    assert seed_commit.subject == f"seed: transferred from {first}@{head}"
+    assert Lineage.of_run(second).show(0) == Lineage.of_run(first).show(head)
+
+
+def test_seed_errors_are_one_line_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        seeds.load("kernels/nope.py")
+    with pytest.raises(ConfigError, match="cannot be found|not an installed"):
+        seeds.load("module:no_such_pkg_xyz.mod")
+    with pytest.raises(ConfigError, match="no lineage"):
+        seeds.load("kernels/nope.py", transfer_from=str(tmp_path))
