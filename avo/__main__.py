@@ -59,9 +59,15 @@ def _main(cfg: DictConfig) -> None:
         fail(one_line(exc))
 
 
-def main() -> None:
+def main() -> int | None:
+    # `avo tool ...` is the agents' tool CLI (agent=cli), not a Hydra run.
+    if sys.argv[1:2] == ["tool"]:
+        from avo.tool import main as tool_main
+
+        return tool_main(sys.argv[2:])
     with concise_hydra_errors():
         _main()
+    return None
 
 
 if __name__ == "__main__":
