@@ -396,3 +396,16 @@ def test_median_log_se_shrinks_with_repeats():
     assert median_log_se(few) > 3 * median_log_se(many)
     assert 0.0 < median_log_se(many) < 0.004  # about 1.25 * 0.05 / sqrt(1000)
     assert median_log_se([1.0, 1.1]) is None
+
+
+@pytest.mark.parametrize("line, version", [
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build", "580.159.04"),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15  Tue Jan 7 2025", "570.86.15"),
+])
+def test_driver_version_is_read_from_either_module_line(line, version, monkeypatch):
+    from pathlib import Path
+
+    from avo.evaluate import envinfo
+
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: line)
+    assert envinfo._driver() == version

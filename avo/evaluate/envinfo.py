@@ -7,6 +7,7 @@ import platform
 import socket
 import sys
 from importlib import metadata
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,14 @@ def _version(dist: str) -> str | None:
 
 
 def _driver() -> str | None:
-    # The kernel module's version line, e.g. "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15 ..."
+    # The kernel module's version line: "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15 ..."
+    # or, for the open module, "... Open Kernel Module for x86_64  580.159.04 ...".
     try:
         line = Path("/proc/driver/nvidia/version").read_text().splitlines()[0]
     except (OSError, IndexError):
         return None
-    words = line.split()
-    for i, w in enumerate(words):
-        if w == "Module" and i + 1 < len(words):
-            return words[i + 1]
-    return line.strip()
+    found = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", line)
+    return found.group(1) if found else line.strip()
 
 
 def collect(device: str) -> dict[str, Any]:
