@@ -65,3 +65,31 @@ def test_seed_errors_are_one_line_config_errors(tmp_path):
         seeds.load("module:no_such_pkg_xyz.mod")
     with pytest.raises(ConfigError, match="no lineage"):
         seeds.load("kernels/nope.py", transfer_from=str(tmp_path))
+
+
+def test_cuda_runs_evaluate_through_the_device_pool(monkeypatch):
+    """device=cuda binds the pool (one GPU per evaluation, per-GPU lock files); with no GPU visible
+    the run stops with one clean error instead of a traceback."""
+    from hydra import compose, initialize_config_dir
+
+    from avo import config as avo_config
+    from avo.evaluate import pool
+    from avo.paths import conf_dir
+    from avo.search.run import bind_evaluator
+
+    avo_config.register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=mha_h100", "agent=knob", "model=none"])
+    monkeypatch.setattr(pool, "visible_devices", lambda: [])
+    with pytest.raises(avo_config.ConfigError, match="no GPU"):
+        bind_evaluator(cfg)
+    seen = []
+
+    def fake_real_evaluate(*args, env=None, **kwargs):
+        seen.append(env)
+        return "result"
+
+    monkeypatch.setattr(pool, "visible_devices", lambda: ["3"])
+    monkeypatch.setattr("avo.evaluate.api.evaluate", fake_real_evaluate)
+    assert bind_evaluator(cfg)("kernel.py") == "result"
+    assert seen == [{"CUDA_VISIBLE_DEVICES": "3"}]

@@ -54,6 +54,15 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateF
         from avo.evaluate.api import EvaluatorError, UsageError, evaluate
 
         errors = (EvaluatorError, UsageError)
+        if cfg.hardware.device == "cuda":
+            # Each evaluation pinned to one free GPU, and a per-GPU lock file so that two jobs on a
+            # node never time on the same GPU at once.
+            from avo.evaluate.pool import DevicePool
+
+            try:
+                evaluate = DevicePool(evaluate=evaluate).evaluate
+            except ValueError as exc:  # no GPU visible
+                raise ConfigError(f"the evaluator cannot run: {exc}") from None
     shapes = suites.from_config(cfg.attention)
     settings = evaluator_settings(cfg)
     device, baselines = cfg.hardware.device, tuple(cfg.hardware.baselines)
