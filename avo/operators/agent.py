@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional
 
 from avo.config import ConfigError
 from avo.operators.base import OperatorError, Proposal, VariationContext
+from avo.prompts import render
 from avo.operators.tools import ToolBox, ToolState
 from avo.operators.transcript import (Transcript, install_log_redaction, redact_text, secret_values,
                                       truncate)
@@ -53,23 +54,6 @@ TRANSCRIPT_NAME = "transcript.jsonl"
 
 
 # -- prompts ---------------------------------------------------------------------------------------
-
-
-class _Keep(dict):
-    """Unknown fields stay visible as `{name}` instead of raising KeyError."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def render(template: str, fields: dict[str, Any]) -> str:
-    try:
-        return template.format_map(_Keep(fields))
-    except (ValueError, IndexError, AttributeError):
-        # Braces that are not fields (code in the markdown): substitute only the known names.
-        for key, value in fields.items():
-            template = template.replace("{" + key + "}", str(value))
-        return template
 
 
 def load_prompt(path: Optional[str]) -> str:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from avo.prompts import render
+
 REVIEW = "review"
 RESTART = "restart"
 
@@ -35,18 +37,6 @@ class Intervention:
     kind: str  # review | restart
     directive: str
     restart_from: Optional[int] = None  # candidate id of the version to vary from now on
-
-
-class _Keep(dict):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-def _render(template: str, fields: dict[str, Any]) -> str:
-    try:
-        return template.format_map(_Keep(fields))
-    except (ValueError, IndexError, AttributeError):  # braces that are not fields (code in markdown)
-        return template
 
 
 def stagnation(history: Sequence[Any]) -> int:
@@ -106,8 +96,8 @@ def supervise(history: Sequence[Any], versions: Sequence[Any], patience: int,
         target = earlier[-(1 + restarts % len(earlier))]  # walk further back on each restart
         fields.update(restart_from=target.candidate, restart_version=target.version,
                       restart_score=_fmt(target.score))
-    instruction = _render(_BUILTIN[kind], fields)
-    text = _render(template, {**fields, "instruction": instruction}) if template else instruction
+    instruction = render(_BUILTIN[kind], fields)
+    text = render(template, {**fields, "instruction": instruction}) if template else instruction
     if not template:
         text += "\nRecent attempts:\n" + fields["recent"]
     return Intervention(kind, text.strip(), target.candidate if target else None)
