@@ -87,6 +87,8 @@ class SearchConfig:
     stagnation_patience: int = 5
     # Continue from another run's best version (a run dir); recorded in the lineage.
     transfer_from: Optional[str] = None
+    # Candidates proposed and evaluated at once; 0 = one per visible GPU (1 on a CPU).
+    parallel: int = 1
 
 
 @dataclass

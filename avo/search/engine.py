@@ -5,6 +5,14 @@ then eval.json, then confirm.json, then the lineage commit) and ends with ONE ar
 A run killed at any moment resumes at iteration count+1 and re-uses whatever that iteration had
 already finished, so no finished evaluation is repeated and no iteration number is reused. The
 evaluate function is injected (the real evaluator in avo.search.run, fakes in the tests).
+
+With `parallel` = k > 1 the engine works in rounds of k iterations: it proposes them at once
+(operator calls in threads, each with its own workspace, iteration number and RNG stream, all
+varying the same parent), evaluates them at once (on CUDA the bound evaluator is a DevicePool, so
+they spread over the GPUs), then decides them one by one in iteration order: screen, then the
+interleaved confirmation against the best of that moment (an earlier acceptance in the round
+raises the bar for the later ones), commit, record. Every step is still saved per candidate, so
+a killed round loses at most its k in-flight steps; rows stay contiguous.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import difflib
 import json
 import os
 import random
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +36,8 @@ from avo.operators.base import Operator, OperatorError, Proposal, VariationConte
 from avo.search.acceptance import Verdict
 from avo.search.budgets import Budgets, Usage, exhausted, remaining
 from avo.search.seed import Seed
-from avo.search.strategies import Strategy
+from avo.search.strategies import Plan, Strategy
+from avo.search.threads import concurrently
 
 # evaluate(kernel_path, *, incumbent=None, stages=None) -> EvalResult, suite/device/settings bound.
 EvaluateFn = Callable[..., EvalResult]
@@ -74,7 +84,9 @@ class Engine:
     def __init__(self, run_dir: str | Path, *, strategy: Strategy, operator: Operator, evaluate: EvaluateFn,
                  budgets: Budgets, seed: int = 0, logger: MultiLogger | None = None,
                  config: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, parallel: int = 1):
+        if parallel < 1:
+            raise ConfigError(f"search.parallel must be >= 1 here, got {parallel}")
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.strategy, self.operator, self.evaluate = strategy, operator, evaluate
@@ -82,6 +94,8 @@ class Engine:
         self.logger = logger or NullLogger()
         self.config, self.info = config or {}, dict(info or {})
         self.clock = clock
+        self.parallel = int(parallel)
+        self._events_lock = threading.Lock()
         self.archive = Archive(self.run_dir)
         self.lineage = Lineage.of_run(self.run_dir)
         self._t0 = clock()
@@ -96,7 +110,7 @@ class Engine:
         return Usage(self.archive.count(), self.elapsed(), self.archive.totals()["cost_usd"])
 
     def _event(self, **payload: Any) -> None:
-        with (self.run_dir / EVENTS).open("a") as f:
+        with self._events_lock, (self.run_dir / EVENTS).open("a") as f:
             f.write(json.dumps({"time": round(time.time(), 3), "pid": os.getpid(), **payload}) + "\n")
 
     def _evaluate(self, cid: int, kind: str, kernel: Path, out: Path, **kwargs: Any) -> tuple[EvalResult, float]:
@@ -117,12 +131,14 @@ class Engine:
         """Run until a budget ends it; `seed` (or a function giving it) is used only by a new run."""
         resumed = self.archive.best() is not None
         self.info.update(resumed=resumed, done=self.archive.count(), max_iterations=self.budgets.max_iterations,
-                         run_dir=str(self.run_dir))
+                         run_dir=str(self.run_dir), parallel=self.parallel)
         self.logger.start(self.config, self.info)
         self._event(event="start", resumed=resumed, done=self.archive.count())
         self._ensure_seed(seed)
         while (reason := exhausted(self.budgets, self.usage())) is None:
-            self.iterate(self.archive.count() + 1)
+            # Wall time and cost are checked between rounds; the iteration cap bounds the last one.
+            done = self.archive.count()
+            self.round(list(range(done + 1, done + 1 + min(self.parallel, self.budgets.max_iterations - done))))
         self.archive.set_meta(elapsed_s=self.elapsed())
         best = self.archive.best()
         totals = self.archive.totals()
@@ -175,14 +191,36 @@ class Engine:
                 t["Incumbent-Ratio-Spread"] = f"{confirm.incumbent_ratio_spread:.4f}"
         return t
 
-    # -- one iteration -------------------------------------------------------------------------
+    # -- one round: `parallel` iterations at once ----------------------------------------------
 
-    def _propose(self, n: int, d: Path, history: list[Candidate], versions: list[Version]) -> dict[str, Any]:
-        """The iteration's proposal, made once and kept in proposal.json (+ kernel.py)."""
-        saved = d / "proposal.json"
-        if saved.is_file():
-            return json.loads(saved.read_text())
+    def _plans(self, ns: list[int], saved: dict[int, dict[str, Any]], history: list[Candidate],
+               versions: list[Version]) -> dict[int, Plan]:
+        """Parent and intervention of each iteration of the round that has no proposal yet.
+
+        The strategy plans once per round from the decided history; a supervisor intervention goes
+        to the first new iteration only (the supervisor counts interventions), the others vary the
+        same parent. When a proposal saved before a crash already carries one, none is added."""
+        new = [n for n in ns if n not in saved]
+        if not new:
+            return {}
+        carried = [saved[n] for n in sorted(saved) if saved[n].get("intervention")]
+        if carried:
+            return {n: Plan(carried[0]["parent"]) for n in new}
         plan = self.strategy.plan(history, versions)
+        return {n: plan if i == 0 else Plan(plan.parent) for i, n in enumerate(new)}
+
+    def _proposals(self, ns: list[int], history: list[Candidate], versions: list[Version]) -> dict[int, dict[str, Any]]:
+        """Each iteration's proposal, made once and kept in its proposal.json (+ kernel.py); the
+        missing ones are made concurrently, each with its own workspace, iteration and RNG."""
+        saved = {n: json.loads(p.read_text()) for n in ns if (p := cand_dir(self.run_dir, n) / "proposal.json").is_file()}
+        plans = self._plans(ns, saved, history, versions)
+        contexts = {n: self._context(n, plan, versions) for n, plan in plans.items()}
+        threaded = len(contexts) > 1
+        made = concurrently([lambda n=n: self._propose(n, *contexts[n], threaded) for n in contexts])
+        return {**saved, **dict(zip(contexts, made))}
+
+    def _context(self, n: int, plan: Plan, versions: list[Version]) -> tuple[VariationContext, dict[str, Any]]:
+        d = cand_dir(self.run_dir, n)
         parent = self.archive.version_of(plan.parent)
         parent_source = (self.run_dir / parent.path).read_text()
         parent_eval = cand_dir(self.run_dir, plan.parent) / "eval.json"
@@ -199,10 +237,17 @@ class Engine:
                    "intervention": step.kind if step else None,
                    "budget_left": remaining(self.budgets, self.usage())})
         ctx.workspace.mkdir(parents=True, exist_ok=True)
-        t = self.clock()
         record: dict[str, Any] = {"parent": plan.parent, "operator": self.operator.name,
                                   "intervention": step.kind if step else None,
                                   "directive": step.directive if step else None}
+        return ctx, record
+
+    def _propose(self, n: int, ctx: VariationContext, record: dict[str, Any], threaded: bool) -> dict[str, Any]:
+        d = cand_dir(self.run_dir, n)
+        archive = None
+        if threaded:  # SQLite connections belong to the thread that opened them
+            ctx.archive = archive = Archive(self.run_dir)
+        t = self.clock()
         try:
             proposal: Proposal = self.operator.propose(ctx)
             record.update(rationale=proposal.rationale, tokens=proposal.tokens, cost_usd=proposal.cost_usd,
@@ -211,17 +256,45 @@ class Engine:
         except OperatorError as exc:
             record.update(rationale=None, tokens=int(getattr(exc, "tokens", 0) or 0),
                           cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), transcript=None, error=str(exc))
+        finally:
+            if archive is not None:
+                archive.close()
         record["propose_s"] = self.clock() - t
-        write_atomic(saved, json.dumps(record, indent=2) + "\n")
+        write_atomic(d / "proposal.json", json.dumps(record, indent=2) + "\n")
         return record
 
     def iterate(self, n: int) -> Candidate:
+        return self.round([n])[0]
+
+    def round(self, ns: list[int]) -> list[Candidate]:
+        """Iterations `ns` (consecutive, the next ones): propose and evaluate them all at once, then
+        decide them one by one in iteration order, each against the best of that moment."""
         t_start = self.clock()
-        d = cand_dir(self.run_dir, n)
-        d.mkdir(parents=True, exist_ok=True)
+        for n in ns:
+            cand_dir(self.run_dir, n).mkdir(parents=True, exist_ok=True)
         history, versions = self.archive.candidates(), self.archive.versions()
+        proposals = self._proposals(ns, history, versions)
+        # Evaluate every new source once: a repeat of a version, of an earlier candidate or of an
+        # earlier iteration of this round is recorded as a duplicate when its turn comes.
+        todo, hashes = [], set()
+        for n in ns:
+            if proposals[n]["error"] is None:
+                h = source_hash((cand_dir(self.run_dir, n) / "kernel.py").read_text())
+                if h not in hashes and self._same_source(h, versions) is None:
+                    todo.append(n)
+                hashes.add(h)
+        evaluated = concurrently([
+            lambda n=n: self._evaluate(n, "candidate", cand_dir(self.run_dir, n) / "kernel.py",
+                                       cand_dir(self.run_dir, n) / "eval.json") for n in todo])
+        done = dict(zip(todo, evaluated))
+        return [self._decide(n, proposals[n], done.get(n), t_start) for n in ns]
+
+    def _decide(self, n: int, p: dict[str, Any], evaluated: Optional[tuple[EvalResult, float]],
+                t_start: float) -> Candidate:
+        """Screen, confirm (against the current best), commit and record one iteration."""
+        d = cand_dir(self.run_dir, n)
+        versions = self.archive.versions()
         best = versions[-1]
-        p = self._propose(n, d, history, versions)
         cand = Candidate(id=n, parent=p["parent"], operator=p["operator"], status=OPERATOR_ERROR,
                          verdict="operator-error", rationale=p["rationale"], message=p["error"],
                          best_score=best.score, intervention=p["intervention"], directive=p["directive"],
@@ -242,7 +315,7 @@ class Engine:
                 cand.status, cand.verdict, cand.score = DUPLICATE, DUPLICATE, same[1]
                 cand.message = f"same source as candidate {same[0]}; not evaluated again"
             else:
-                result, cand.eval_s = self._evaluate(n, "candidate", kernel, d / "eval.json")
+                result, cand.eval_s = evaluated or self._evaluate(n, "candidate", kernel, d / "eval.json")
                 verdict: Verdict = self.strategy.judge(result, best.score)
                 if verdict.passed_screen and self.strategy.confirms:
                     incumbent = self.run_dir / best.path

@@ -48,8 +48,11 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateF
     """The evaluator with this run's suite, device, settings and baselines filled in.
 
     A confirmation run (one with an incumbent) times no baselines: only the ratio matters there.
+    Its `slots` attribute is how many evaluations it runs at once (the pool's GPUs, else 1).
     """
     errors: tuple[type[BaseException], ...] = ()
+    # A pool's `evaluate` handed in (DevicePool(...).evaluate) runs as many at once as it has GPUs.
+    slots = int(getattr(getattr(evaluate, "__self__", None), "size", 1) or 1)
     if evaluate is None:  # the real one, imported only when needed
         from avo.evaluate.api import EvaluatorError, UsageError, evaluate
 
@@ -60,9 +63,10 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateF
             from avo.evaluate.pool import DevicePool
 
             try:
-                evaluate = DevicePool(evaluate=evaluate).evaluate
+                pool = DevicePool(evaluate=evaluate)
             except ValueError as exc:  # no GPU visible
                 raise ConfigError(f"the evaluator cannot run: {exc}") from None
+            evaluate, slots = pool.evaluate, pool.size
     shapes = suites.from_config(cfg.attention)
     settings = evaluator_settings(cfg)
     device, baselines = cfg.hardware.device, tuple(cfg.hardware.baselines)
@@ -76,7 +80,16 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateF
         except errors as exc:  # this machine cannot evaluate at all (no GPU for device=cuda, ...)
             raise ConfigError(f"the evaluator cannot run: {exc}") from None
 
+    bound.slots = slots  # type: ignore[attr-defined]
     return bound
+
+
+def parallelism(search: Any, evaluate: EvaluateFn) -> int:
+    """`search.parallel`, with 0 meaning one candidate per evaluation slot (GPU)."""
+    k = int(getattr(search, "parallel", 1))
+    if k < 0:
+        raise ConfigError(f"search.parallel must be >= 0 (0 = one per visible GPU), got {k}")
+    return k or max(1, int(getattr(evaluate, "slots", 1)))
 
 
 def supervisor_template(cfg: Any) -> Optional[str]:
@@ -97,10 +110,11 @@ def build_engine(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn
     operator = operator or make_operator(cfg, run_dir)
     info = {"name": cfg.name, "strategy": strategy.name, "operator": operator.name,
             "suite": cfg.attention.suite, "device": cfg.hardware.device, "seed_kernel": cfg.hardware.seed_kernel}
-    return Engine(run_dir, strategy=strategy, operator=operator, evaluate=bind_evaluator(cfg, evaluate),
+    bound = bind_evaluator(cfg, evaluate)
+    return Engine(run_dir, strategy=strategy, operator=operator, evaluate=bound,
                   budgets=Budgets.from_config(cfg.search), seed=int(cfg.search.seed),
                   logger=logger if logger is not None else build_logger(cfg, run_dir, console=console),
-                  config=_plain(cfg), info=info)
+                  config=_plain(cfg), info=info, parallel=parallelism(cfg.search, bound))
 
 
 def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
