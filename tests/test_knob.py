@@ -152,3 +152,47 @@ def test_chunked_seed_knob_space_is_what_the_operator_reads():
     spec = parse_knobs(SEED.read_text())
     assert spec.values == {"block_m": 16, "block_n": 16}
     assert set(spec.space) == {"block_m", "block_n"}
+
+
+# -- knobs a suite cannot reach ---------------------------------------------------------------------
+
+PER_HEAD_DIM = '''
+KNOBS = {"block_n_d64": 128, "block_n_d128": 128, "num_stages": 2}
+KNOB_SPACE = {"block_n_d64": [64, 128, 192], "block_n_d128": [64, 128, 176], "num_stages": [1, 2, 3]}
+'''
+
+
+def test_knobs_for_head_dims_outside_the_suite_are_left_alone():
+    op = KnobOperator(head_dims={128})
+    changed = set()
+    for seed in range(40):
+        after = parse_knobs(op.propose(_ctx(PER_HEAD_DIM, seed=seed)).source).values
+        changed |= {k for k, v in after.items() if v != {"block_n_d64": 128, "block_n_d128": 128, "num_stages": 2}[k]}
+    assert changed == {"block_n_d128", "num_stages"}
+    everything = set()
+    for seed in range(40):
+        after = parse_knobs(KnobOperator().propose(_ctx(PER_HEAD_DIM, seed=seed)).source).values
+        everything |= {k for k, v in after.items() if v != 128 and k != "num_stages"}
+    assert "block_n_d64" in everything  # without a suite, every knob is fair game
+
+
+def test_a_suite_that_reaches_no_knob_is_refused():
+    only_d64 = PER_HEAD_DIM.replace('"num_stages": [1, 2, 3]', '"num_stages": []')
+    with pytest.raises(OperatorError, match="head dim outside"):
+        KnobOperator(head_dims={256}).propose(_ctx(only_d64))
+
+
+def test_the_operator_takes_the_head_dims_of_the_composed_suite():
+    from hydra import compose, initialize_config_dir
+
+    from avo import config as avo_config
+    from avo.operators.knob import make
+    from avo.paths import conf_dir
+
+    avo_config.register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=mha_h100", "agent=knob", "model=none"])
+    assert make(cfg).head_dims == {128}
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["+experiment=smoke"])
+    assert make(cfg).head_dims == {64, 128}
