@@ -100,6 +100,11 @@ class Lineage:
         for key, value in (("user.name", "avo"), ("user.email", "avo@localhost"), ("commit.gpgsign", "false")):
             self._git("config", key, value)
 
+    def clear_stale_lock(self) -> None:
+        """Remove git's index.lock left by a process killed mid-commit. Only the holder of the run
+        dir's lock may call this: then no other git process can be working here."""
+        (self.path / ".git" / "index.lock").unlink(missing_ok=True)
+
     def commit(self, source: str, rationale: str, trailers: dict[str, object],
                extra_files: dict[str, str] | None = None) -> str:
         """Write the kernel (and extra files), commit, return the new sha."""

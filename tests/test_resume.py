@@ -165,3 +165,31 @@ def test_kill_9_mid_iteration_then_resume(tmp_path):
                 and (e["candidate"], e["kind"]) == key]
     assert finished == [pids[1]]
     assert not (run_dir / "wandb").exists()  # logger=none logs nothing to W&B
+
+
+def test_one_search_per_run_dir_and_stale_git_locks_are_cleared(tmp_path):
+    import subprocess
+    import sys
+
+    from avo.config import ConfigError
+    from avo.lineage import Lineage
+    from avo.search.run import exclusive
+
+    with exclusive(tmp_path):
+        # a second process on the same run dir is refused with one clear line
+        probe = ("import sys\nfrom avo.search.run import exclusive\nfrom avo.config import ConfigError\n"
+                 "try:\n    with exclusive(sys.argv[1]): print('got it')\n"
+                 "except ConfigError as e: print('refused:', e)\n")
+        out = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True).stdout
+        assert out.startswith("refused:") and f"pid {__import__('os').getpid()}" in out
+        with pytest.raises(ConfigError, match="already running"):
+            with exclusive(tmp_path):
+                pass
+    # released when the holder is done (the kernel also releases it when a holder is killed)
+    lineage = Lineage.of_run(tmp_path)
+    lineage.init()
+    (lineage.path / ".git" / "index.lock").write_text("")
+    with exclusive(tmp_path):
+        assert not (lineage.path / ".git" / "index.lock").exists()
+        sha = lineage.commit("x = 1\n", "works after a stale lock", {"Candidate": 0})
+    assert sha and lineage.head() == sha

@@ -12,11 +12,16 @@ Everything of a run lives in its run dir (Hydra's `hydra.run.dir`):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import socket
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from avo import suites
 from avo.config import ConfigError, EvaluatorConfig
+from avo.lineage import Lineage
 from avo.paths import conf_dir, resolve
 from avo.search import seed as seeds
 from avo.search.budgets import Budgets
@@ -24,6 +29,7 @@ from avo.search.engine import Engine, EvaluateFn, Outcome
 from avo.search.strategies import make_strategy
 
 DEFAULT_STAGES = ("compile", "correctness", "benchmark", "reverify")
+LOCKFILE = ".avo.lock"
 
 
 def _plain(node: Any) -> Any:
@@ -117,7 +123,34 @@ def build_engine(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn
                   config=_plain(cfg), info=info, parallel=parallelism(cfg.search, bound))
 
 
+@contextlib.contextmanager
+def exclusive(run_dir: str | Path) -> Iterator[None]:
+    """One search per run dir. The lock is the kernel's (flock), so a process killed with -9 leaves
+    none behind; holding it also makes any git lock left in the lineage provably stale."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCKFILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ConfigError(f"{holder} is already running a search in {run_dir}; wait for it, "
+                              "or choose another hydra.run.dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        Lineage.of_run(run_dir).clear_stale_lock()
+        yield
+
+
 def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
+    with exclusive(run_dir):
+        return _run_search(cfg, run_dir, evaluate=evaluate)
+
+
+def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
     engine = build_engine(cfg, run_dir, evaluate=evaluate)
     try:
         # The seed is read only by a new run; a resumed one continues from its own lineage.
