@@ -1,6 +1,7 @@
 """Hopper (sm_90a) FlashAttention forward in CuTe DSL: the project's own seed kernel.
 
-Structure (one CTA = one (query tile, head, batch) work item):
+Structure (work item = one (query tile, head, batch); non-causal: persistent CTAs, one per SM,
+walking the items round-robin, m-tile fastest; causal: one CTA per item, longest rows first):
   * warpgroup 0 is the producer: its first warp issues TMA loads of the Q tile and of K/V tiles
     into 128B-swizzled shared memory through mbarrier pipelines (`num_stages` deep); it gives
     most of its registers away with setmaxnreg.
@@ -13,8 +14,10 @@ Structure (one CTA = one (query tile, head, batch) work item):
     so one warpgroup's softmax hides behind the other's GEMMs.
   * causal: KV tiles above the diagonal are never loaded; only diagonal tiles are masked; query
     tiles are launched longest-first.
-  * epilogue: O is normalised, written to smem (reusing the Q buffer) with stmatrix and stored
-    with one TMA store, which clips the rows past the sequence end.
+  * epilogue: O is normalised, written to smem with stmatrix and stored with one TMA store,
+    which clips the rows past the sequence end.  Persistent: O has its own smem buffer, the
+    consumers release Q after the item's last QK^T so the producer loads the next item's K and Q
+    while they finish PV and the epilogue; otherwise O reuses the Q buffer.
 
 Contract: `attention(q, k, v, causal=False, softmax_scale=None, out=None)` on (batch, seqlen,
 heads, head_dim) bf16 CUDA tensors; GQA when k/v have fewer heads.  Compiled kernels are cached per
@@ -46,6 +49,7 @@ KNOBS = {
     "pingpong_d64": True,
     "num_stages": 2,
     "intra_wg_overlap": True,
+    "persistent": True,
 }
 
 KNOB_SPACE = {
@@ -57,6 +61,7 @@ KNOB_SPACE = {
     "pingpong_d64": [True, False],
     "num_stages": [1, 2, 3],
     "intra_wg_overlap": [True, False],
+    "persistent": [True, False],
 }
 
 SMEM_LIMIT_BYTES = 227 * 1024
@@ -82,6 +87,13 @@ def smem_bytes(block_m, block_n, head_dim, num_stages, elem_bytes=2):
     q = block_m * head_dim * elem_bytes
     kv = 2 * num_stages * block_n * head_dim * elem_bytes
     return q + kv + 2048  # mbarriers + 1 KiB alignment of the first buffer, with slack
+
+
+def fits_separate_o(block_m, block_n, head_dim, num_stages, elem_bytes=2):
+    """Whether an O staging buffer of its own fits next to Q and the K/V stages (the persistent
+    loop needs it: the next tile's Q loads while this tile's O is being stored)."""
+    extra = block_m * head_dim * elem_bytes
+    return smem_bytes(block_m, block_n, head_dim, num_stages, elem_bytes) + extra <= SMEM_LIMIT_BYTES
 
 
 def check_knobs(knobs, head_dim):
@@ -224,6 +236,7 @@ class Sm90FlashAttentionForward:
         num_stages: int = 2,
         intra_wg_overlap: bool = True,
         pingpong: bool = True,
+        persistent: bool = True,
         dtype=cutlass.BFloat16,
     ):
         assert block_m % 64 == 0 and 64 <= block_m <= 192
@@ -238,6 +251,12 @@ class Sm90FlashAttentionForward:
         self.intra_wg_overlap = intra_wg_overlap
         self.num_mma_wg = block_m // 64
         self.pingpong = pingpong and self.num_mma_wg >= 2
+        # persistent CTAs (non-causal only: equal work per tile, so a static round-robin balances;
+        # causal keeps one CTA per tile, launched longest-first) with O staged apart from Q
+        self.persistent = (
+            persistent and not is_causal
+            and fits_separate_o(block_m, block_n, head_dim, num_stages, 2)
+        )
         self.num_mma_threads = 128 * self.num_mma_wg
         self.num_threads = 128 * (self.num_mma_wg + 1)
         # producer gives registers to consumers; totals stay within the 64K register file
@@ -263,6 +282,7 @@ class Sm90FlashAttentionForward:
         mV: cute.Tensor,  # (b, s, h_kv, d)
         mO: cute.Tensor,  # (b, s, h, d)
         softmax_scale_log2: Float32,
+        max_ctas: Int32,
         stream,
     ):
         # kernel view: (s, d, h, b) so that a TMA box is (rows, head_dim) of one head
@@ -312,6 +332,8 @@ class Sm90FlashAttentionForward:
         self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
 
         stages = self.num_stages
+        # without a separate O buffer, O reuses Q's (one element keeps the struct uniform)
+        o_elems = cute.cosize(sO_layout) if const_expr(self.persistent) else 8
 
         @cute.struct
         class SharedStorage:
@@ -321,9 +343,13 @@ class Sm90FlashAttentionForward:
             sQ: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], 1024]
             sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
             sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
+            sO: cute.struct.Align[cute.struct.MemRange[self.dtype, o_elems], 1024]
 
         num_m_blocks = cute.ceil_div(cute.size(mQ.shape[0]), self.block_m)
+        num_tiles = num_m_blocks * cute.size(mQ.shape[2]) * cute.size(mQ.shape[3])
         grid = (num_m_blocks, cute.size(mQ.shape[2]), cute.size(mQ.shape[3]))
+        if const_expr(self.persistent):
+            grid = (cutlass.min(num_tiles, max_ctas), 1, 1)
         self.kernel(
             tma_Q, tma_K, tma_V, tma_O,
             tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_O,
@@ -391,8 +417,11 @@ class Sm90FlashAttentionForward:
         sQ = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
         sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
         sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
-        # O reuses Q's buffer once every QK^T GEMM of this tile has finished
-        sO = storage.sQ.get_tensor(sO_layout.outer, swizzle=sO_layout.inner)
+        if const_expr(self.persistent):
+            sO = storage.sO.get_tensor(sO_layout.outer, swizzle=sO_layout.inner)
+        else:
+            # O reuses Q's buffer once every QK^T GEMM of this tile has finished
+            sO = storage.sQ.get_tensor(sO_layout.outer, swizzle=sO_layout.inner)
         # V^T as (d, block_n, stages) for the PV GEMM's B operand
         sVt = cute.composition(
             sV,
@@ -401,46 +430,83 @@ class Sm90FlashAttentionForward:
             ),
         )
 
-        bidx, head_idx, batch_idx = cute.arch.block_idx()
-        m_block = bidx
-        if const_expr(self.is_causal):
-            # longest rows first: they set the kernel's tail
-            m_block = cute.arch.grid_dim()[0] - 1 - bidx
-        head_kv = head_idx // self.qhead_per_kvhead
-        seqlen_q = mQ.shape[0]
-        seqlen_k = mK.shape[0]
-        n_block_max = cute.ceil_div(seqlen_k, self.block_n)
-        if const_expr(self.is_causal):
-            n_block_max = cutlass.min(
-                n_block_max, cute.ceil_div((m_block + 1) * self.block_m, self.block_n)
-            )
-
         if warp_idx < 4:
             cute.arch.setmaxregister_decrease(self.producer_regs)
             if warp_idx == 0:
                 self.load(
                     mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-                    pipe_q, pipe_k, pipe_v, m_block, head_idx, head_kv, batch_idx, n_block_max,
+                    pipe_q, pipe_k, pipe_v,
                 )
         else:
             cute.arch.setmaxregister_increase(self.mma_regs)
             tidx = cute.arch.thread_idx()[0] - 128
             self.mma(
-                mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+                mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
                 pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx,
-                m_block, head_idx, batch_idx, seqlen_q, seqlen_k, n_block_max,
             )
+
+    @cute.jit
+    def _tile_coords(self, mQ, mK, tile):
+        """(m_block, head, batch, kv head, n_block_max) of work item `tile` (m_block fastest, so
+        CTAs running at the same time share a head's K/V in L2)."""
+        if const_expr(self.persistent):
+            num_m_blocks = cute.ceil_div(mQ.shape[0], self.block_m)
+            num_heads = mQ.shape[2]
+            m_block = tile % num_m_blocks
+            rest = tile // num_m_blocks
+            head_idx = rest % num_heads
+            batch_idx = rest // num_heads
+        else:
+            # one CTA per work item on a (query tile, head, batch) grid
+            m_block, head_idx, batch_idx = cute.arch.block_idx()
+            if const_expr(self.is_causal):
+                # longest rows first: they set the kernel's tail
+                m_block = cute.arch.grid_dim()[0] - 1 - m_block
+        head_kv = head_idx // self.qhead_per_kvhead
+        n_block_max = cute.ceil_div(mK.shape[0], self.block_n)
+        if const_expr(self.is_causal):
+            n_block_max = cutlass.min(
+                n_block_max, cute.ceil_div((m_block + 1) * self.block_m, self.block_n)
+            )
+        return m_block, head_idx, batch_idx, head_kv, n_block_max
+
+    @cute.jit
+    def _num_tiles(self, mQ):
+        return cute.ceil_div(mQ.shape[0], self.block_m) * mQ.shape[2] * mQ.shape[3]
 
     @cute.jit
     def load(
         self, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-        pipe_q, pipe_k, pipe_v, m_block, head_idx, head_kv, batch_idx, n_block_max,
+        pipe_q, pipe_k, pipe_v,
     ):
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+        if const_expr(self.persistent):
+            for tile in cutlass.range(
+                cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
+            ):
+                state, q_state = self._load_tile(
+                    tile, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
+                    tma_atom_V, pipe_q, pipe_k, pipe_v,
+                )
+        else:
+            self._load_tile(
+                None, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
+                tma_atom_V, pipe_q, pipe_k, pipe_v,
+            )
+
+    @cute.jit
+    def _load_tile(
+        self, tile, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
+        pipe_q, pipe_k, pipe_v,
+    ):
+        """TMA loads of one work item; returns the advanced producer states."""
         d = self.head_dim
+        one = cute.make_layout(1)
+        m_block, head_idx, batch_idx, head_kv, n_block_max = self._tile_coords(mQ, mK, tile)
         gQ = cute.local_tile(mQ[None, None, head_idx, batch_idx], (self.block_m, d), (None, 0))
         gK = cute.local_tile(mK[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
         gV = cute.local_tile(mV[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
-        one = cute.make_layout(1)
         tQs, tQg = cpasync.tma_partition(
             tma_atom_Q, 0, one, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
         )
@@ -450,11 +516,10 @@ class Sm90FlashAttentionForward:
         tVs, tVg = cpasync.tma_partition(
             tma_atom_V, 0, one, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
         )
-
-        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
-        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
         # K of the first (last-in-sequence) tile, then Q, then K one tile ahead of V:
-        # the consumer's QK^T of tile j+1 overlaps its PV of tile j.
+        # the consumer's QK^T of tile j+1 overlaps its PV of tile j.  In the persistent
+        # loop this K goes out while the consumers still work on the previous item, and Q
+        # as soon as they release it (after their last QK^T GEMM).
         n_last = n_block_max - 1
         pipe_k.producer_acquire(state)
         cute.copy(tma_atom_K, tKg[None, n_last], tKs[None, state.index],
@@ -462,6 +527,7 @@ class Sm90FlashAttentionForward:
         pipe_q.producer_acquire(q_state)
         cute.copy(tma_atom_Q, tQg[None, m_block], tQs[None, 0],
                   tma_bar_ptr=pipe_q.producer_get_barrier(q_state))
+        q_state.advance()
         for i in cutlass.range(n_last, unroll=1):
             prev = state.clone()
             state.advance()
@@ -474,12 +540,13 @@ class Sm90FlashAttentionForward:
         pipe_v.producer_acquire(state)
         cute.copy(tma_atom_V, tVg[None, 0], tVs[None, state.index],
                   tma_bar_ptr=pipe_v.producer_get_barrier(state))
+        state.advance()
+        return state, q_state
 
     @cute.jit
     def mma(
-        self, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+        self, mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
         pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx,
-        m_block, head_idx, batch_idx, seqlen_q, seqlen_k, n_block_max,
     ):
         wg_idx = cute.arch.make_warp_uniform(tidx // 128)
         thr_qk = tiled_mma_qk.get_slice(tidx)
@@ -495,7 +562,6 @@ class Sm90FlashAttentionForward:
         acc_O = cute.make_rmem_tensor(
             tiled_mma_pv.partition_shape_C((self.block_m, self.head_dim)), Float32
         )
-        acc_O.fill(0.0)
         tSrQ0 = tSrQ[None, None, None, 0]
 
         # coordinates of this thread's accumulator elements inside a (block_m, block_n) tile
@@ -516,15 +582,46 @@ class Sm90FlashAttentionForward:
 
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
+        if const_expr(self.persistent):
+            for tile in cutlass.range(
+                cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
+            ):
+                kv_state, q_state = self._mma_tile(
+                    tile, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
+                tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
+                pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+                )
+        else:
+            self._mma_tile(
+                None, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
+            tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
+            pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+            )
+        if const_expr(self.persistent):
+            # smem must outlive the last store's reads
+            if tidx < 32:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+
+    @cute.jit
+    def _mma_tile(
+        self, tile, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+        acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
+        softmax_scale_log2, pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+    ):
+        """One work item on the consumer side; returns the advanced consumer states."""
+        seqlen_k = mK.shape[0]
+        m_block, head_idx, batch_idx, head_kv, n_block_max = self._tile_coords(mQ, mK, tile)
+        acc_O.fill(0.0)
         pipe_q.consumer_wait(q_state)
 
-        # ---- first tile (the last in the sequence): always masked --------------------------
+        # ---- first tile (the last in the sequence): always masked ----------------------
         n_block = n_block_max - 1
         pipe_k.consumer_wait(kv_state)
         if const_expr(not self.intra_wg_overlap):
             self._sched_sync(wg_idx)
         _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, 0)
         pipe_k.consumer_release(kv_state)
+        self._release_q_after_last_qk(n_block, pipe_q, q_state)
         self._mask(S_rc, tScS, m_block, n_block, seqlen_k, True)
         self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, True)
         _to_bf16(_acc_as_operand_a(acc_S), tOrP)
@@ -535,40 +632,58 @@ class Sm90FlashAttentionForward:
             pipe_v.consumer_release(kv_state)
             kv_state.advance()
 
-        # ---- remaining tiles: diagonal ones masked, the rest not --------------------------
+        # ---- remaining tiles: diagonal ones masked, the rest not ----------------------
         n_masked = 0
         if const_expr(self.is_causal):
             n_block_min_causal = (m_block * self.block_m) // self.block_n
             n_masked = cutlass.max(n_block_max - 1 - n_block_min_causal, 0)
         for i in cutlass.range(n_masked, unroll=1):
             kv_state = self._step(
-                n_block_max - 2 - i, True, kv_state, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O,
-                tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
-                softmax_scale_log2, pipe_k, pipe_v, m_block, seqlen_k, wg_idx,
+                n_block_max - 2 - i, True, kv_state, tiled_mma_qk, tiled_mma_pv, acc_S,
+                acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum,
+                row_scale, softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block,
+                seqlen_k, wg_idx,
             )
         for i in cutlass.range(n_block_max - 1 - n_masked, unroll=1):
             kv_state = self._step(
                 n_block_max - 2 - n_masked - i, False, kv_state, tiled_mma_qk, tiled_mma_pv,
                 acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum,
-                row_scale, softmax_scale_log2, pipe_k, pipe_v, m_block, seqlen_k, wg_idx,
+                row_scale, softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block,
+                seqlen_k, wg_idx,
             )
+        q_state.advance()
 
-        # ---- last PV GEMM (overlap mode keeps one in hand) ----------------------------------
+        # ---- last PV GEMM (overlap mode keeps one in hand) ------------------------------
         if const_expr(self.intra_wg_overlap):
             pipe_v.consumer_wait(kv_state)
             _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
             pipe_v.consumer_release(kv_state)
             kv_state.advance()
 
-        # ---- normalise and store --------------------------------------------------------------
-        for r in cutlass.range_constexpr(num_rows):
+        self._epilogue(
+            mO, sO, tma_atom_O, tiled_mma_pv, acc_O, O_rc, row_sum, tidx, m_block, head_idx,
+            batch_idx,
+        )
+        return kv_state, q_state
+
+    @cute.jit
+    def _epilogue(
+        self, mO, sO, tma_atom_O, tiled_mma_pv, acc_O, O_rc, row_sum, tidx, m_block, head_idx,
+        batch_idx,
+    ):
+        """Normalise O, stage it in smem with stmatrix, store it with one TMA copy."""
+        for r in cutlass.range_constexpr(cute.size(O_rc, mode=[0])):
             total = _quad_sum(row_sum[r])
             bad = total == 0.0 or total != total
             inv = cute.arch.rcp_approx(total if not bad else 1.0)
             O_rc[r, None].store(O_rc[r, None].load() * inv)
         rO = cute.make_fragment_like(acc_O, self.dtype)
         rO.store(acc_O.load().to(self.dtype))
-        # every warpgroup must be done reading sQ before anyone overwrites it with O
+        if const_expr(self.persistent):
+            # the previous work item's store must be done reading sO
+            if tidx < 32:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+        # (aliased sO) every warpgroup must be done reading sQ before anyone overwrites it
         cute.arch.barrier(barrier_id=_BAR_EPILOGUE, number_of_threads=self.num_mma_threads)
         st_atom = cute.make_copy_atom(
             cute.nvgpu.warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
@@ -588,13 +703,14 @@ class Sm90FlashAttentionForward:
             )
             cute.copy(tma_atom_O, tOs, tOg)
             cute.arch.cp_async_bulk_commit_group()
-            cute.arch.cp_async_bulk_wait_group(0, read=True)
+            if const_expr(not self.persistent):
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
 
     @cute.jit
     def _step(
         self, n_block, masked: cutlass.Constexpr[bool], kv_state, tiled_mma_qk, tiled_mma_pv,
         acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
-        softmax_scale_log2, pipe_k, pipe_v, m_block, seqlen_k, wg_idx,
+        softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block, seqlen_k, wg_idx,
     ):
         """One KV tile of the main loop; returns the advanced pipeline state."""
         if const_expr(self.intra_wg_overlap):
@@ -608,6 +724,7 @@ class Sm90FlashAttentionForward:
             self._sched_arrive(wg_idx)
             warpgroup.wait_group(1)
             pipe_k.consumer_release(kv_state)
+            self._release_q_after_last_qk(n_block, pipe_q, q_state)
             if const_expr(masked):
                 self._mask(S_rc, tScS, m_block, n_block, seqlen_k, False)
             self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, False)
@@ -620,6 +737,7 @@ class Sm90FlashAttentionForward:
             self._sched_sync(wg_idx)
             _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, 0)
             pipe_k.consumer_release(kv_state)
+            self._release_q_after_last_qk(n_block, pipe_q, q_state)
             if const_expr(masked):
                 self._mask(S_rc, tScS, m_block, n_block, seqlen_k, False)
             self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, False)
@@ -631,6 +749,14 @@ class Sm90FlashAttentionForward:
             pipe_v.consumer_release(kv_state)
             kv_state.advance()
         return kv_state
+
+    @cute.jit
+    def _release_q_after_last_qk(self, n_block, pipe_q, q_state):
+        # persistent loop: the producer may load the next work item's Q once the last QK^T
+        # GEMM of this one (KV tile 0 comes last) has completed
+        if const_expr(self.persistent):
+            if n_block == 0:
+                pipe_q.consumer_release(q_state)
 
     @cute.jit
     def _mask(self, S_rc, tScS, m_block, n_block, seqlen_k, check_seqlen: cutlass.Constexpr[bool]):
@@ -712,6 +838,17 @@ def _use_tvm_ffi():
     return _TVM_FFI
 
 
+_NUM_SMS = {}
+
+
+def _num_sms(device):
+    """Persistent grid size: one CTA per SM (the kernel's smem allows no second)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _NUM_SMS:
+        _NUM_SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _NUM_SMS[idx]
+
+
 def _fake_bshd(dtype, head_dim):
     stride = (cute.sym_int64(divisibility=8), cute.sym_int64(divisibility=8), head_dim, 1)
     shape = (cute.sym_int(), cute.sym_int(), cute.sym_int(), head_dim)
@@ -726,7 +863,7 @@ def compile_kernel(knobs, head_dim, causal, qhead_per_kvhead, dtype=cutlass.BFlo
     kern = Sm90FlashAttentionForward(
         head_dim, qhead_per_kvhead, causal, block_m=block_m, block_n=block_n,
         num_stages=knobs["num_stages"], intra_wg_overlap=knobs["intra_wg_overlap"],
-        pingpong=pingpong_for(knobs, head_dim), dtype=dtype,
+        pingpong=pingpong_for(knobs, head_dim), persistent=knobs["persistent"], dtype=dtype,
     )
     if tvm_ffi is None:
         tvm_ffi = _use_tvm_ffi()
@@ -734,7 +871,7 @@ def compile_kernel(knobs, head_dim, causal, qhead_per_kvhead, dtype=cutlass.BFlo
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=tvm_ffi)
     t0 = time.perf_counter()
     compiled = cute.compile(
-        kern, fq, fk, fv, fo, Float32(1.0), stream,
+        kern, fq, fk, fv, fo, Float32(1.0), Int32(132), stream,
         options="--gpu-arch sm_90a" + (" --enable-tvm-ffi" if tvm_ffi else ""),
     )
     return compiled, time.perf_counter() - t0
@@ -743,7 +880,7 @@ def compile_kernel(knobs, head_dim, causal, qhead_per_kvhead, dtype=cutlass.BFlo
 def _key(knobs, dtype, head_dim, causal, ratio):
     block_m, block_n = tile_config(knobs, head_dim)
     return (block_m, block_n, knobs["num_stages"], knobs["intra_wg_overlap"], pingpong_for(knobs, head_dim),
-            str(dtype), head_dim, bool(causal), ratio)
+            knobs["persistent"], str(dtype), head_dim, bool(causal), ratio)
 
 
 def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
@@ -781,8 +918,9 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
         _CACHE[key] = compiled
         COMPILE_SECONDS[key] = secs
     scale_log2 = Float32(softmax_scale * _LOG2_E)
+    max_ctas = Int32(_num_sms(q.device))
     if _use_tvm_ffi():
-        _CACHE[key](q, k, v, out, scale_log2)
+        _CACHE[key](q, k, v, out, scale_log2, max_ctas)
     else:
         from cutlass.cute.runtime import from_dlpack
         import cuda.bindings.driver as cuda
@@ -790,5 +928,5 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
         args = [from_dlpack(t.detach(), assumed_align=16).mark_layout_dynamic(leading_dim=3)
                 for t in (q, k, v, out)]
         stream = cuda.CUstream(torch.cuda.current_stream().cuda_stream)
-        _CACHE[key](*args, scale_log2, stream)
+        _CACHE[key](*args, scale_log2, max_ctas, stream)
     return out

@@ -1,0 +1,957 @@
+# UNMEASURED candidate v3 (see ../LINEAGE.md): v2 with the causal path made identical to v0. Measure it
+# against ../fmha_fwd.py (v2) with bench/p3_device.sh before it replaces the kernel.
+"""Hopper (sm_90a) FlashAttention forward in CuTe DSL: the project's own seed kernel.
+
+Structure (work item = one (query tile, head, batch); non-causal: persistent CTAs, one per SM,
+walking the items round-robin, m-tile fastest; causal: one CTA per item, longest rows first):
+  * warpgroup 0 is the producer: its first warp issues TMA loads of the Q tile and of K/V tiles
+    into 128B-swizzled shared memory through mbarrier pipelines (`num_stages` deep); it gives
+    most of its registers away with setmaxnreg.
+  * warpgroups 1..W are consumers, each owning 64 query rows (block_m = 64 * W).  Each runs
+    S = Q K^T with WGMMA (both operands in smem), masks, does the online softmax in registers with
+    exp2, converts P to bf16 in registers and runs O += P V with WGMMA (P from registers).
+  * `intra_wg_overlap`: the QK^T GEMM of the next KV tile is issued before the PV GEMM of the
+    current one, so softmax of one tile runs while the tensor cores work on the other.
+  * `pingpong_d64` / `pingpong_d128`: a pair of named barriers makes the consumer warpgroups take turns issuing GEMMs,
+    so one warpgroup's softmax hides behind the other's GEMMs.
+  * causal: KV tiles above the diagonal are never loaded; only diagonal tiles are masked; query
+    tiles are launched longest-first.
+  * epilogue: O is normalised, written to smem with stmatrix and stored with one TMA store,
+    which clips the rows past the sequence end.  Persistent: O has its own smem buffer, the
+    consumers release Q after the item's last QK^T so the producer loads the next item's K and Q
+    while they finish PV and the epilogue; otherwise O reuses the Q buffer.
+
+Contract: `attention(q, k, v, causal=False, softmax_scale=None, out=None)` on (batch, seqlen,
+heads, head_dim) bf16 CUDA tensors; GQA when k/v have fewer heads.  Compiled kernels are cached per
+(knobs, dtype, head dim, causal, GQA ratio); batch, seqlen and head count are dynamic.
+"""
+
+import math
+import os
+import time
+
+import torch
+
+import cutlass
+import cutlass.cute as cute
+import cutlass.pipeline as pipeline
+import cutlass.utils.hopper_helpers as sm90_utils
+from cutlass import Float32, Int32, const_expr
+from cutlass.cute.nvgpu import cpasync, warpgroup
+from cutlass.cutlass_dsl import T, dsl_user_op
+from cutlass._mlir.dialects import llvm
+from cutlass.utils import LayoutEnum
+
+KNOBS = {
+    "block_m_d128": 128,
+    "block_n_d128": 128,
+    "block_m_d64": 192,
+    "block_n_d64": 128,
+    "pingpong_d128": False,
+    "pingpong_d64": True,
+    "num_stages": 2,
+    "intra_wg_overlap": True,
+    "persistent": True,
+}
+
+KNOB_SPACE = {
+    "block_m_d128": [64, 128, 192],
+    "block_n_d128": [64, 96, 128, 160, 176],
+    "block_m_d64": [64, 128, 192],
+    "block_n_d64": [64, 96, 128, 160, 176, 192],
+    "pingpong_d128": [True, False],
+    "pingpong_d64": [True, False],
+    "num_stages": [1, 2, 3],
+    "intra_wg_overlap": [True, False],
+    "persistent": [True, False],
+}
+
+SMEM_LIMIT_BYTES = 227 * 1024
+SUPPORTED_HEAD_DIMS = (64, 128)
+
+# Named hardware barriers; id 0 is __syncthreads.
+_BAR_EPILOGUE = 1
+_BAR_SCHED_FIRST = 2  # one per consumer warpgroup: 2, 3, 4
+
+_LOG2_E = math.log2(math.e)
+
+
+def tile_config(knobs, head_dim):
+    """(block_m, block_n) the knobs select for this head dim."""
+    return knobs[f"block_m_d{head_dim}"], knobs[f"block_n_d{head_dim}"]
+
+
+def pingpong_for(knobs, head_dim):
+    return knobs[f"pingpong_d{head_dim}"]
+
+
+def smem_bytes(block_m, block_n, head_dim, num_stages, elem_bytes=2):
+    q = block_m * head_dim * elem_bytes
+    kv = 2 * num_stages * block_n * head_dim * elem_bytes
+    return q + kv + 2048  # mbarriers + 1 KiB alignment of the first buffer, with slack
+
+
+def fits_separate_o(block_m, block_n, head_dim, num_stages, elem_bytes=2):
+    """Whether an O staging buffer of its own fits next to Q and the K/V stages (the persistent
+    loop needs it: the next tile's Q loads while this tile's O is being stored)."""
+    extra = block_m * head_dim * elem_bytes
+    return smem_bytes(block_m, block_n, head_dim, num_stages, elem_bytes) + extra <= SMEM_LIMIT_BYTES
+
+
+def check_knobs(knobs, head_dim):
+    """Raise ValueError for a knob combination this kernel cannot run."""
+    for name, allowed in KNOB_SPACE.items():
+        if knobs.get(name) not in allowed:
+            raise ValueError(f"knob {name}={knobs.get(name)!r} not in {allowed}")
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head_dim {head_dim} unsupported (supported: {SUPPORTED_HEAD_DIMS})")
+    block_m, block_n = tile_config(knobs, head_dim)
+    need = smem_bytes(block_m, block_n, head_dim, knobs["num_stages"])
+    if need > SMEM_LIMIT_BYTES:
+        raise ValueError(
+            f"block_m={block_m} block_n={block_n} num_stages={knobs['num_stages']} head_dim="
+            f"{head_dim} needs {need} B of shared memory > {SMEM_LIMIT_BYTES}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# small register-layout helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _acc_rows_cols(acc: cute.Tensor) -> cute.Tensor:
+    """View a WGMMA accumulator ((2, 2, N/8), M_atoms, N_atoms) as (rows, cols) of this thread."""
+    l = cute.make_layout(acc.layout.shape)
+    shape = ((l.shape[0][1], l.shape[1]), (l.shape[0][0], l.shape[0][2], l.shape[2]))
+    stride = ((l.stride[0][1], l.stride[1]), (l.stride[0][0], l.stride[0][2], l.stride[2]))
+    return cute.make_tensor(
+        acc.iterator, cute.composition(acc.layout, cute.make_layout(shape, stride=stride))
+    )
+
+
+def _acc_as_operand_a(acc: cute.Tensor) -> cute.Tensor:
+    """View a WGMMA accumulator ((2, 2, N/8), M, N_atoms) as the register A operand
+    ((2, 2, 2), M, (N/16, N_atoms)) of a following WGMMA whose K is the accumulator's N."""
+    l = cute.logical_divide(acc.layout, ((None, None, 2), None, None))
+    shape = ((l.shape[0][0], l.shape[0][1], l.shape[0][2][0]), l.shape[1], (l.shape[0][2][1], l.shape[2]))
+    stride = (
+        (l.stride[0][0], l.stride[0][1], l.stride[0][2][0]),
+        l.stride[1],
+        (l.stride[0][2][1], l.stride[2]),
+    )
+    return cute.make_tensor(acc.iterator, cute.make_layout(shape, stride=stride))
+
+
+@cute.jit
+def _wgmma(
+    tiled_mma: cute.TiledMma,
+    acc: cute.Tensor,
+    frag_a: cute.Tensor,
+    frag_b: cute.Tensor,
+    zero_init: cutlass.Constexpr[bool],
+    wait: cutlass.Constexpr[int],
+):
+    """Issue one warpgroup GEMM over all K slices; wait<0 leaves it in flight."""
+    warpgroup.fence()
+    atom = cute.make_mma_atom(tiled_mma.op)
+    atom.set(warpgroup.Field.ACCUMULATE, not zero_init)
+    for k in cutlass.range_constexpr(cute.size(frag_a.shape[2])):
+        cute.gemm(atom, acc, frag_a[None, None, k], frag_b[None, None, k], acc)
+        atom.set(warpgroup.Field.ACCUMULATE, True)
+    warpgroup.commit_group()
+    if const_expr(wait >= 0):
+        warpgroup.wait_group(wait)
+
+
+@dsl_user_op
+def _pack_bf16x2(lo: Float32, hi: Float32, *, loc=None, ip=None) -> Int32:
+    """Two fp32 -> one register of two bf16 (lo in the low half) in a single cvt."""
+    return Int32(
+        llvm.inline_asm(
+            T.i32(),
+            [Float32(lo).ir_value(loc=loc, ip=ip), Float32(hi).ir_value(loc=loc, ip=ip)],
+            "cvt.rn.bf16x2.f32 $0, $2, $1;",
+            "=r,f,f",
+            has_side_effects=False,
+            is_align_stack=False,
+            asm_dialect=llvm.AsmDialect.AD_ATT,
+        )
+    )
+
+
+@cute.jit
+def _to_bf16(src: cute.Tensor, dst: cute.Tensor):
+    """fp32 fragment -> bf16 fragment of the same shape, two elements per instruction
+    (the generic conversion falls back to scalar cvts for some tile widths)."""
+    dst32 = cute.recast_tensor(dst, Int32)
+    for i in cutlass.range_constexpr(cute.size(dst32)):
+        dst32[i] = _pack_bf16x2(src[2 * i], src[2 * i + 1])
+
+
+@cute.jit
+def _row_max(S_rc: cute.Tensor, r: cutlass.Constexpr[int], init: Float32) -> Float32:
+    # four independent chains instead of one serial chain of fmax
+    n = cute.size(S_rc, mode=[1])
+    acc = [S_rc[r, 0], S_rc[r, 1], S_rc[r, 2], S_rc[r, 3]]
+    for c in cutlass.range_constexpr(4, n):
+        acc[c % 4] = cute.arch.fmax(acc[c % 4], S_rc[r, c])
+    return cute.arch.fmax(cute.arch.fmax(acc[0], acc[1]), cute.arch.fmax(cute.arch.fmax(acc[2], acc[3]), init))
+
+
+@cute.jit
+def _row_sum(S_rc: cute.Tensor, r: cutlass.Constexpr[int], init: Float32) -> Float32:
+    n = cute.size(S_rc, mode=[1])
+    acc = [S_rc[r, 0] + init, S_rc[r, 1], S_rc[r, 2], S_rc[r, 3]]
+    for c in cutlass.range_constexpr(4, n):
+        acc[c % 4] = acc[c % 4] + S_rc[r, c]
+    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+
+
+@cute.jit
+def _quad_max(x: Float32) -> Float32:
+    # the 4 threads of a quad hold one accumulator row between them
+    x = cute.arch.fmax(x, cute.arch.shuffle_sync_bfly(x, offset=1))
+    return cute.arch.fmax(x, cute.arch.shuffle_sync_bfly(x, offset=2))
+
+
+@cute.jit
+def _quad_sum(x: Float32) -> Float32:
+    x = x + cute.arch.shuffle_sync_bfly(x, offset=1)
+    return x + cute.arch.shuffle_sync_bfly(x, offset=2)
+
+
+# --------------------------------------------------------------------------------------------
+# the kernel
+# --------------------------------------------------------------------------------------------
+
+
+class Sm90FlashAttentionForward:
+    """One compiled configuration; knobs are constructor arguments, shapes stay dynamic."""
+
+    def __init__(
+        self,
+        head_dim: int,
+        qhead_per_kvhead: int,
+        is_causal: bool,
+        block_m: int = 128,
+        block_n: int = 128,
+        num_stages: int = 2,
+        intra_wg_overlap: bool = True,
+        pingpong: bool = True,
+        persistent: bool = True,
+        dtype=cutlass.BFloat16,
+    ):
+        assert block_m % 64 == 0 and 64 <= block_m <= 192
+        assert block_n % 16 == 0 and 16 <= block_n <= 256
+        self.dtype = dtype
+        self.head_dim = head_dim
+        self.qhead_per_kvhead = qhead_per_kvhead
+        self.is_causal = is_causal
+        self.block_m = block_m
+        self.block_n = block_n
+        self.num_stages = num_stages
+        self.intra_wg_overlap = intra_wg_overlap
+        self.num_mma_wg = block_m // 64
+        self.pingpong = pingpong and self.num_mma_wg >= 2
+        # persistent CTAs (non-causal only: equal work per tile, so a static round-robin balances;
+        # causal keeps one CTA per tile, launched longest-first) with O staged apart from Q
+        self.persistent = (
+            persistent and not is_causal
+            and fits_separate_o(block_m, block_n, head_dim, num_stages, 2)
+        )
+        self.num_mma_threads = 128 * self.num_mma_wg
+        self.num_threads = 128 * (self.num_mma_wg + 1)
+        # producer gives registers to consumers; totals stay within the 64K register file
+        self.producer_regs, self.mma_regs = {1: (56, 256), 2: (24, 240), 3: (32, 160)}[
+            self.num_mma_wg
+        ]
+
+    # ---- host-side (trace-time) setup -------------------------------------------------------
+
+    def _smem_layout(self, rows, cols, stages):
+        atom = warpgroup.make_smem_layout_atom(
+            sm90_utils.get_smem_layout_atom(LayoutEnum.ROW_MAJOR, self.dtype, cols), self.dtype
+        )
+        if stages is None:
+            return cute.tile_to_shape(atom, (rows, cols), order=(0, 1))
+        return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
+
+    def _shared_storage(self, sQ_layout, sK_layout, sV_layout, sO_layout):
+        """Shared memory: barriers, Q, K/V stages and (persistent only) an O staging buffer;
+        without it O reuses Q's buffer."""
+        stages = self.num_stages
+        dtype = self.dtype
+
+        @cute.struct
+        class Storage:
+            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
+            sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
+            sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
+
+        if not self.persistent:
+            return Storage
+
+        @cute.struct
+        class StorageWithO:
+            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
+            sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
+            sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
+            sO: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sO_layout)], 1024]
+
+        return StorageWithO
+
+    @cute.jit
+    def __call__(
+        self,
+        mQ: cute.Tensor,  # (b, s, h, d)
+        mK: cute.Tensor,  # (b, s, h_kv, d)
+        mV: cute.Tensor,  # (b, s, h_kv, d)
+        mO: cute.Tensor,  # (b, s, h, d)
+        softmax_scale_log2: Float32,
+        max_ctas: Int32,
+        stream,
+    ):
+        # kernel view: (s, d, h, b) so that a TMA box is (rows, head_dim) of one head
+        mQ, mK, mV, mO = [
+            cute.make_tensor(t.iterator, cute.select(t.layout, mode=[1, 3, 2, 0]))
+            for t in (mQ, mK, mV, mO)
+        ]
+        d = self.head_dim
+        tiled_mma_qk = sm90_utils.make_trivial_tiled_mma(
+            self.dtype,
+            self.dtype,
+            cute.nvgpu.OperandMajorMode.K,
+            cute.nvgpu.OperandMajorMode.K,
+            Float32,
+            (self.num_mma_wg, 1, 1),
+            (64, self.block_n),
+        )
+        tiled_mma_pv = sm90_utils.make_trivial_tiled_mma(
+            self.dtype,
+            self.dtype,
+            cute.nvgpu.OperandMajorMode.K,
+            cute.nvgpu.OperandMajorMode.MN,
+            Float32,
+            (self.num_mma_wg, 1, 1),
+            (64, d),
+            warpgroup.OperandSource.RMEM,
+        )
+        sQ_layout = self._smem_layout(self.block_m, d, 1)
+        sK_layout = self._smem_layout(self.block_n, d, self.num_stages)
+        sV_layout = self._smem_layout(self.block_n, d, self.num_stages)
+        sO_layout = self._smem_layout(self.block_m, d, None)
+
+        g2s = cpasync.CopyBulkTensorTileG2SOp()
+        tma_atom_Q, tma_Q = cpasync.make_tiled_tma_atom(
+            g2s, mQ, cute.select(sQ_layout, mode=[0, 1]), (self.block_m, d)
+        )
+        tma_atom_K, tma_K = cpasync.make_tiled_tma_atom(
+            g2s, mK, cute.select(sK_layout, mode=[0, 1]), (self.block_n, d)
+        )
+        tma_atom_V, tma_V = cpasync.make_tiled_tma_atom(
+            g2s, mV, cute.select(sV_layout, mode=[0, 1]), (self.block_n, d)
+        )
+        tma_atom_O, tma_O = cpasync.make_tiled_tma_atom(
+            cpasync.CopyBulkTensorTileS2GOp(), mO, sO_layout, (self.block_m, d)
+        )
+        self.bytes_q = cute.size_in_bytes(self.dtype, cute.select(sQ_layout, mode=[0, 1]))
+        self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
+
+        SharedStorage = self._shared_storage(sQ_layout, sK_layout, sV_layout, sO_layout)
+
+        num_m_blocks = cute.ceil_div(cute.size(mQ.shape[0]), self.block_m)
+        num_tiles = num_m_blocks * cute.size(mQ.shape[2]) * cute.size(mQ.shape[3])
+        grid = (num_m_blocks, cute.size(mQ.shape[2]), cute.size(mQ.shape[3]))
+        if const_expr(self.persistent):
+            grid = (cutlass.min(num_tiles, max_ctas), 1, 1)
+        self.kernel(
+            tma_Q, tma_K, tma_V, tma_O,
+            tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_O,
+            sQ_layout, sK_layout, sV_layout, sO_layout,
+            tiled_mma_qk, tiled_mma_pv,
+            softmax_scale_log2,
+            SharedStorage,
+        ).launch(
+            grid=grid,
+            block=[self.num_threads, 1, 1],
+            stream=stream,
+            min_blocks_per_mp=1,
+        )
+
+    # ---- device code -------------------------------------------------------------------------
+
+    @cute.kernel
+    def kernel(
+        self,
+        mQ: cute.Tensor,
+        mK: cute.Tensor,
+        mV: cute.Tensor,
+        mO: cute.Tensor,
+        tma_atom_Q: cute.CopyAtom,
+        tma_atom_K: cute.CopyAtom,
+        tma_atom_V: cute.CopyAtom,
+        tma_atom_O: cute.CopyAtom,
+        sQ_layout: cute.ComposedLayout,
+        sK_layout: cute.ComposedLayout,
+        sV_layout: cute.ComposedLayout,
+        sO_layout: cute.ComposedLayout,
+        tiled_mma_qk: cute.TiledMma,
+        tiled_mma_pv: cute.TiledMma,
+        softmax_scale_log2: Float32,
+        SharedStorage: cutlass.Constexpr,
+    ):
+        warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
+        if warp_idx == 0:
+            for atom in (tma_atom_Q, tma_atom_K, tma_atom_V, tma_atom_O):
+                cpasync.prefetch_descriptor(atom)
+
+        smem = cutlass.utils.SmemAllocator()
+        storage = smem.allocate(SharedStorage)
+
+        producer = pipeline.CooperativeGroup(pipeline.Agent.Thread, 1)
+        # the TMA pipeline counts one release per consumer warp (lane 0 signals)
+        consumers = pipeline.CooperativeGroup(pipeline.Agent.Thread, self.num_mma_threads // 32)
+        pipe_q = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_q.data_ptr(), num_stages=1, producer_group=producer,
+            consumer_group=consumers, tx_count=self.bytes_q, defer_sync=True,
+        )
+        pipe_k = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_k.data_ptr(), num_stages=self.num_stages,
+            producer_group=producer, consumer_group=consumers, tx_count=self.bytes_kv,
+            defer_sync=True,
+        )
+        pipe_v = pipeline.PipelineTmaAsync.create(
+            barrier_storage=storage.mbar_v.data_ptr(), num_stages=self.num_stages,
+            producer_group=producer, consumer_group=consumers, tx_count=self.bytes_kv,
+            defer_sync=True,
+        )
+        cute.arch.mbarrier_init_fence()
+        cute.arch.barrier()
+
+        sQ = storage.sQ.get_tensor(sQ_layout.outer, swizzle=sQ_layout.inner)
+        sK = storage.sK.get_tensor(sK_layout.outer, swizzle=sK_layout.inner)
+        sV = storage.sV.get_tensor(sV_layout.outer, swizzle=sV_layout.inner)
+        if const_expr(self.persistent):
+            sO = storage.sO.get_tensor(sO_layout.outer, swizzle=sO_layout.inner)
+        else:
+            # O reuses Q's buffer once every QK^T GEMM of this tile has finished
+            sO = storage.sQ.get_tensor(sO_layout.outer, swizzle=sO_layout.inner)
+        # V^T as (d, block_n, stages) for the PV GEMM's B operand
+        sVt = cute.composition(
+            sV,
+            cute.make_ordered_layout(
+                (self.head_dim, self.block_n, self.num_stages), order=(1, 0, 2)
+            ),
+        )
+
+        coords = None
+        if const_expr(not self.persistent):
+            # the CTA's one work item, worked out once for producer and consumers
+            coords = self._tile_coords(mQ, mK, None)
+
+        if warp_idx < 4:
+            cute.arch.setmaxregister_decrease(self.producer_regs)
+            if warp_idx == 0:
+                self.load(
+                    mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
+                    pipe_q, pipe_k, pipe_v, coords,
+                )
+        else:
+            cute.arch.setmaxregister_increase(self.mma_regs)
+            tidx = cute.arch.thread_idx()[0] - 128
+            self.mma(
+                mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+                pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx, coords,
+            )
+
+    @cute.jit
+    def _tile_coords(self, mQ, mK, tile):
+        """(m_block, head, batch, kv head, n_block_max) of work item `tile` (m_block fastest, so
+        CTAs running at the same time share a head's K/V in L2)."""
+        if const_expr(self.persistent):
+            num_m_blocks = cute.ceil_div(mQ.shape[0], self.block_m)
+            num_heads = mQ.shape[2]
+            m_block = tile % num_m_blocks
+            rest = tile // num_m_blocks
+            head_idx = rest % num_heads
+            batch_idx = rest // num_heads
+        else:
+            # one CTA per work item on a (query tile, head, batch) grid
+            m_block, head_idx, batch_idx = cute.arch.block_idx()
+            if const_expr(self.is_causal):
+                # longest rows first: they set the kernel's tail
+                m_block = cute.arch.grid_dim()[0] - 1 - m_block
+        head_kv = head_idx // self.qhead_per_kvhead
+        n_block_max = cute.ceil_div(mK.shape[0], self.block_n)
+        if const_expr(self.is_causal):
+            n_block_max = cutlass.min(
+                n_block_max, cute.ceil_div((m_block + 1) * self.block_m, self.block_n)
+            )
+        return m_block, head_idx, batch_idx, head_kv, n_block_max
+
+    @cute.jit
+    def _num_tiles(self, mQ):
+        return cute.ceil_div(mQ.shape[0], self.block_m) * mQ.shape[2] * mQ.shape[3]
+
+    @cute.jit
+    def load(
+        self, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
+        pipe_q, pipe_k, pipe_v, coords,
+    ):
+        state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
+        if const_expr(self.persistent):
+            for tile in cutlass.range(
+                cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
+            ):
+                state, q_state = self._load_tile(
+                    self._tile_coords(mQ, mK, tile), state, q_state, mQ, mK, mV, sQ, sK, sV,
+                    tma_atom_Q, tma_atom_K, tma_atom_V, pipe_q, pipe_k, pipe_v,
+                )
+        else:
+            self._load_tile(
+                coords, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
+                tma_atom_V, pipe_q, pipe_k, pipe_v,
+            )
+
+    @cute.jit
+    def _load_tile(
+        self, coords, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
+        pipe_q, pipe_k, pipe_v,
+    ):
+        """TMA loads of one work item; returns the advanced producer states."""
+        d = self.head_dim
+        one = cute.make_layout(1)
+        m_block, head_idx, batch_idx, head_kv, n_block_max = coords
+        gQ = cute.local_tile(mQ[None, None, head_idx, batch_idx], (self.block_m, d), (None, 0))
+        gK = cute.local_tile(mK[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
+        gV = cute.local_tile(mV[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
+        tQs, tQg = cpasync.tma_partition(
+            tma_atom_Q, 0, one, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
+        )
+        tKs, tKg = cpasync.tma_partition(
+            tma_atom_K, 0, one, cute.group_modes(sK, 0, 2), cute.group_modes(gK, 0, 2)
+        )
+        tVs, tVg = cpasync.tma_partition(
+            tma_atom_V, 0, one, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
+        )
+        # K of the first (last-in-sequence) tile, then Q, then K one tile ahead of V:
+        # the consumer's QK^T of tile j+1 overlaps its PV of tile j.  In the persistent
+        # loop this K goes out while the consumers still work on the previous item, and Q
+        # as soon as they release it (after their last QK^T GEMM).
+        n_last = n_block_max - 1
+        pipe_k.producer_acquire(state)
+        cute.copy(tma_atom_K, tKg[None, n_last], tKs[None, state.index],
+                  tma_bar_ptr=pipe_k.producer_get_barrier(state))
+        pipe_q.producer_acquire(q_state)
+        cute.copy(tma_atom_Q, tQg[None, m_block], tQs[None, 0],
+                  tma_bar_ptr=pipe_q.producer_get_barrier(q_state))
+        q_state.advance()
+        for i in cutlass.range(n_last, unroll=1):
+            prev = state.clone()
+            state.advance()
+            pipe_k.producer_acquire(state)
+            cute.copy(tma_atom_K, tKg[None, n_last - 1 - i], tKs[None, state.index],
+                      tma_bar_ptr=pipe_k.producer_get_barrier(state))
+            pipe_v.producer_acquire(prev)
+            cute.copy(tma_atom_V, tVg[None, n_last - i], tVs[None, prev.index],
+                      tma_bar_ptr=pipe_v.producer_get_barrier(prev))
+        pipe_v.producer_acquire(state)
+        cute.copy(tma_atom_V, tVg[None, 0], tVs[None, state.index],
+                  tma_bar_ptr=pipe_v.producer_get_barrier(state))
+        state.advance()
+        return state, q_state
+
+    @cute.jit
+    def mma(
+        self, mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+        pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx, coords,
+    ):
+        wg_idx = cute.arch.make_warp_uniform(tidx // 128)
+        thr_qk = tiled_mma_qk.get_slice(tidx)
+        wg_qk = tiled_mma_qk.get_slice(wg_idx * 128)
+        wg_pv = tiled_mma_pv.get_slice(wg_idx * 128)
+        tSrQ = wg_qk.make_fragment_A(wg_qk.partition_A(sQ))
+        tSrK = wg_qk.make_fragment_B(wg_qk.partition_B(sK))
+        tOrVt = wg_pv.make_fragment_B(wg_pv.partition_B(sVt))
+        tOrP = wg_pv.make_fragment_A(wg_pv.partition_shape_A((self.block_m, self.block_n)))
+        acc_S = cute.make_rmem_tensor(
+            tiled_mma_qk.partition_shape_C((self.block_m, self.block_n)), Float32
+        )
+        acc_O = cute.make_rmem_tensor(
+            tiled_mma_pv.partition_shape_C((self.block_m, self.head_dim)), Float32
+        )
+        tSrQ0 = tSrQ[None, None, None, 0]
+
+        # coordinates of this thread's accumulator elements inside a (block_m, block_n) tile
+        tScS = _acc_rows_cols(thr_qk.partition_C(cute.make_identity_tensor((self.block_m, self.block_n))))
+        S_rc = _acc_rows_cols(acc_S)
+        O_rc = _acc_rows_cols(acc_O)
+        num_rows = cute.size(S_rc, mode=[0])
+        row_max = cute.make_rmem_tensor(num_rows, Float32)
+        row_sum = cute.make_rmem_tensor(num_rows, Float32)
+        row_scale = cute.make_rmem_tensor(num_rows, Float32)
+
+        if const_expr(self.pingpong):
+            if wg_idx == 0:
+                # the first consumer warpgroup opens its own turn
+                cute.arch.barrier_arrive(
+                    barrier_id=_BAR_SCHED_FIRST, number_of_threads=2 * 128
+                )
+
+        kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
+        q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
+        if const_expr(self.persistent):
+            for tile in cutlass.range(
+                cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
+            ):
+                kv_state, q_state = self._mma_tile(
+                    self._tile_coords(mQ, mK, tile), kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
+                tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
+                pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+                )
+        else:
+            self._mma_tile(
+                coords, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
+            tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
+            pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+            )
+        if const_expr(self.persistent):
+            # smem must outlive the last store's reads
+            if tidx < 32:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+
+    @cute.jit
+    def _mma_tile(
+        self, coords, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+        acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
+        softmax_scale_log2, pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+    ):
+        """One work item on the consumer side; returns the advanced consumer states."""
+        seqlen_k = mK.shape[0]
+        m_block, head_idx, batch_idx, head_kv, n_block_max = coords
+        acc_O.fill(0.0)
+        pipe_q.consumer_wait(q_state)
+
+        # ---- first tile (the last in the sequence): always masked ----------------------
+        n_block = n_block_max - 1
+        pipe_k.consumer_wait(kv_state)
+        if const_expr(not self.intra_wg_overlap):
+            self._sched_sync(wg_idx)
+        _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, 0)
+        pipe_k.consumer_release(kv_state)
+        self._release_q_after_last_qk(n_block, pipe_q, q_state)
+        self._mask(S_rc, tScS, m_block, n_block, seqlen_k, True)
+        self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, True)
+        _to_bf16(_acc_as_operand_a(acc_S), tOrP)
+        if const_expr(not self.intra_wg_overlap):
+            pipe_v.consumer_wait(kv_state)
+            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], True, 0)
+            self._sched_arrive(wg_idx)
+            pipe_v.consumer_release(kv_state)
+            kv_state.advance()
+
+        # ---- remaining tiles: diagonal ones masked, the rest not ----------------------
+        n_masked = 0
+        if const_expr(self.is_causal):
+            n_block_min_causal = (m_block * self.block_m) // self.block_n
+            n_masked = cutlass.max(n_block_max - 1 - n_block_min_causal, 0)
+        for i in cutlass.range(n_masked, unroll=1):
+            kv_state = self._step(
+                n_block_max - 2 - i, True, kv_state, tiled_mma_qk, tiled_mma_pv, acc_S,
+                acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum,
+                row_scale, softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block,
+                seqlen_k, wg_idx,
+            )
+        for i in cutlass.range(n_block_max - 1 - n_masked, unroll=1):
+            kv_state = self._step(
+                n_block_max - 2 - n_masked - i, False, kv_state, tiled_mma_qk, tiled_mma_pv,
+                acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum,
+                row_scale, softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block,
+                seqlen_k, wg_idx,
+            )
+        q_state.advance()
+
+        # ---- last PV GEMM (overlap mode keeps one in hand) ------------------------------
+        if const_expr(self.intra_wg_overlap):
+            pipe_v.consumer_wait(kv_state)
+            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
+            pipe_v.consumer_release(kv_state)
+            kv_state.advance()
+
+        self._epilogue(
+            mO, sO, tma_atom_O, tiled_mma_pv, acc_O, O_rc, row_sum, tidx, m_block, head_idx,
+            batch_idx,
+        )
+        return kv_state, q_state
+
+    @cute.jit
+    def _epilogue(
+        self, mO, sO, tma_atom_O, tiled_mma_pv, acc_O, O_rc, row_sum, tidx, m_block, head_idx,
+        batch_idx,
+    ):
+        """Normalise O, stage it in smem with stmatrix, store it with one TMA copy."""
+        for r in cutlass.range_constexpr(cute.size(O_rc, mode=[0])):
+            total = _quad_sum(row_sum[r])
+            bad = total == 0.0 or total != total
+            inv = cute.arch.rcp_approx(total if not bad else 1.0)
+            O_rc[r, None].store(O_rc[r, None].load() * inv)
+        rO = cute.make_fragment_like(acc_O, self.dtype)
+        rO.store(acc_O.load().to(self.dtype))
+        if const_expr(self.persistent):
+            # the previous work item's store must be done reading sO
+            if tidx < 32:
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+        # (aliased sO) every warpgroup must be done reading sQ before anyone overwrites it
+        cute.arch.barrier(barrier_id=_BAR_EPILOGUE, number_of_threads=self.num_mma_threads)
+        st_atom = cute.make_copy_atom(
+            cute.nvgpu.warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
+        )
+        thr_st = cute.make_tiled_copy_C(st_atom, tiled_mma_pv).get_slice(tidx)
+        cute.copy(st_atom, thr_st.retile(rO), thr_st.partition_D(sO))
+        # make the generic-proxy smem writes visible to the TMA engine
+        cute.arch.fence_view_async_shared()
+        cute.arch.barrier(barrier_id=_BAR_EPILOGUE, number_of_threads=self.num_mma_threads)
+        if tidx < 32:
+            gO = cute.local_tile(
+                mO[None, None, head_idx, batch_idx], (self.block_m, self.head_dim), (m_block, 0)
+            )
+            tOs, tOg = cpasync.tma_partition(
+                tma_atom_O, 0, cute.make_layout(1),
+                cute.group_modes(sO, 0, 2), cute.group_modes(gO, 0, 2),
+            )
+            cute.copy(tma_atom_O, tOs, tOg)
+            cute.arch.cp_async_bulk_commit_group()
+            if const_expr(not self.persistent):
+                cute.arch.cp_async_bulk_wait_group(0, read=True)
+
+    @cute.jit
+    def _step(
+        self, n_block, masked: cutlass.Constexpr[bool], kv_state, tiled_mma_qk, tiled_mma_pv,
+        acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
+        softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block, seqlen_k, wg_idx,
+    ):
+        """One KV tile of the main loop; returns the advanced pipeline state."""
+        if const_expr(self.intra_wg_overlap):
+            v_state = kv_state.clone()
+            kv_state.advance()
+            pipe_k.consumer_wait(kv_state)
+            self._sched_sync(wg_idx)
+            _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, -1)
+            pipe_v.consumer_wait(v_state)
+            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, v_state.index], False, -1)
+            self._sched_arrive(wg_idx)
+            warpgroup.wait_group(1)
+            pipe_k.consumer_release(kv_state)
+            self._release_q_after_last_qk(n_block, pipe_q, q_state)
+            if const_expr(masked):
+                self._mask(S_rc, tScS, m_block, n_block, seqlen_k, False)
+            self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, False)
+            warpgroup.wait_group(0)
+            pipe_v.consumer_release(v_state)
+            _to_bf16(_acc_as_operand_a(acc_S), tOrP)
+            self._rescale(O_rc, row_scale)
+        else:
+            pipe_k.consumer_wait(kv_state)
+            self._sched_sync(wg_idx)
+            _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, 0)
+            pipe_k.consumer_release(kv_state)
+            self._release_q_after_last_qk(n_block, pipe_q, q_state)
+            if const_expr(masked):
+                self._mask(S_rc, tScS, m_block, n_block, seqlen_k, False)
+            self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, False)
+            _to_bf16(_acc_as_operand_a(acc_S), tOrP)
+            self._rescale(O_rc, row_scale)
+            pipe_v.consumer_wait(kv_state)
+            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
+            self._sched_arrive(wg_idx)
+            pipe_v.consumer_release(kv_state)
+            kv_state.advance()
+        return kv_state
+
+    @cute.jit
+    def _release_q_after_last_qk(self, n_block, pipe_q, q_state):
+        # persistent loop: the producer may load the next work item's Q once the last QK^T
+        # GEMM of this one (KV tile 0 comes last) has completed
+        if const_expr(self.persistent):
+            if n_block == 0:
+                pipe_q.consumer_release(q_state)
+
+    @cute.jit
+    def _mask(self, S_rc, tScS, m_block, n_block, seqlen_k, check_seqlen: cutlass.Constexpr[bool]):
+        """-inf out the columns past the key length and (causal) above the diagonal."""
+        col0 = n_block * self.block_n
+        for r in cutlass.range_constexpr(cute.size(S_rc, mode=[0])):
+            limit = seqlen_k - col0 if const_expr(check_seqlen) else self.block_n
+            if const_expr(self.is_causal):
+                row = m_block * self.block_m + tScS[r, 0][0]
+                limit = cutlass.min(limit, row + 1 - col0)
+            for c in cutlass.range_constexpr(cute.size(S_rc, mode=[1])):
+                if tScS[0, c][1] >= limit:
+                    S_rc[r, c] = -Float32.inf
+
+    @cute.jit
+    def _softmax(self, S_rc, row_max, row_sum, row_scale, scale_log2, is_first: cutlass.Constexpr[bool]):
+        """Online softmax on this thread's rows; leaves exp2 scores in S and the factor by which
+        the running O must shrink in row_scale.  row_sum stays per-thread until the end."""
+        for r in cutlass.range_constexpr(cute.size(S_rc, mode=[0])):
+            m_local = _row_max(S_rc, r, -Float32.inf if const_expr(is_first) else row_max[r])
+            m_new = _quad_max(m_local)
+            m_prev = row_max[r]
+            row_max[r] = m_new
+            # a fully masked row keeps max -inf; use 0 so exp2 gives 0 instead of NaN
+            m_safe = m_new if m_new != -Float32.inf else Float32(0.0)
+            m_scaled = m_safe * scale_log2
+            S_rc[r, None].store(
+                cute.math.exp2(S_rc[r, None].load() * scale_log2 - m_scaled, fastmath=True)
+            )
+            if const_expr(is_first):
+                row_scale[r] = Float32(1.0)
+                row_sum[r] = _row_sum(S_rc, r, Float32(0.0))
+            else:
+                scale = cute.math.exp2(m_prev * scale_log2 - m_scaled, fastmath=True)
+                row_scale[r] = scale
+                row_sum[r] = _row_sum(S_rc, r, row_sum[r] * scale)
+
+    @cute.jit
+    def _rescale(self, O_rc, row_scale):
+        for r in cutlass.range_constexpr(cute.size(O_rc, mode=[0])):
+            O_rc[r, None].store(O_rc[r, None].load() * row_scale[r])
+
+    @cute.jit
+    def _sched_sync(self, wg_idx):
+        if const_expr(self.pingpong):
+            cute.arch.barrier(barrier_id=_BAR_SCHED_FIRST + wg_idx, number_of_threads=2 * 128)
+
+    @cute.jit
+    def _sched_arrive(self, wg_idx):
+        if const_expr(self.pingpong):
+            nxt = wg_idx + 1
+            if nxt == self.num_mma_wg:
+                nxt = 0
+            cute.arch.barrier_arrive(barrier_id=_BAR_SCHED_FIRST + nxt, number_of_threads=2 * 128)
+
+
+# --------------------------------------------------------------------------------------------
+# host entry: compile cache and launch
+# --------------------------------------------------------------------------------------------
+
+_CACHE = {}
+COMPILE_SECONDS = {}  # cache key -> seconds spent compiling (for reports)
+
+
+_TVM_FFI = None
+
+
+def _use_tvm_ffi():
+    """Launch through TVM FFI (torch tensors passed directly, current torch stream) when the
+    package is there; otherwise through DLPack-wrapped tensors and an explicit stream."""
+    global _TVM_FFI
+    if _TVM_FFI is None:
+        try:
+            import tvm_ffi  # noqa: F401
+
+            _TVM_FFI = os.environ.get("FMHA_SM90_NO_TVM_FFI", "0") != "1"
+        except ImportError:
+            _TVM_FFI = False
+    return _TVM_FFI
+
+
+_NUM_SMS = {}
+
+
+def _num_sms(device):
+    """Persistent grid size: one CTA per SM (the kernel's smem allows no second)."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _NUM_SMS:
+        _NUM_SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _NUM_SMS[idx]
+
+
+def _fake_bshd(dtype, head_dim):
+    stride = (cute.sym_int64(divisibility=8), cute.sym_int64(divisibility=8), head_dim, 1)
+    shape = (cute.sym_int(), cute.sym_int(), cute.sym_int(), head_dim)
+    return cute.runtime.make_fake_tensor(dtype, shape, stride=stride, assumed_align=16)
+
+
+def compile_kernel(knobs, head_dim, causal, qhead_per_kvhead, dtype=cutlass.BFloat16, tvm_ffi=None):
+    """Compile one configuration for fake (shape-dynamic) tensors; no GPU needed.
+    Returns (compiled function, seconds spent in cute.compile)."""
+    check_knobs(knobs, head_dim)
+    block_m, block_n = tile_config(knobs, head_dim)
+    kern = Sm90FlashAttentionForward(
+        head_dim, qhead_per_kvhead, causal, block_m=block_m, block_n=block_n,
+        num_stages=knobs["num_stages"], intra_wg_overlap=knobs["intra_wg_overlap"],
+        pingpong=pingpong_for(knobs, head_dim), persistent=knobs["persistent"], dtype=dtype,
+    )
+    if tvm_ffi is None:
+        tvm_ffi = _use_tvm_ffi()
+    fq, fk, fv, fo = (_fake_bshd(dtype, head_dim) for _ in range(4))
+    stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=tvm_ffi)
+    t0 = time.perf_counter()
+    compiled = cute.compile(
+        kern, fq, fk, fv, fo, Float32(1.0), Int32(132), stream,
+        options="--gpu-arch sm_90a" + (" --enable-tvm-ffi" if tvm_ffi else ""),
+    )
+    return compiled, time.perf_counter() - t0
+
+
+def _key(knobs, dtype, head_dim, causal, ratio):
+    block_m, block_n = tile_config(knobs, head_dim)
+    return (block_m, block_n, knobs["num_stages"], knobs["intra_wg_overlap"], pingpong_for(knobs, head_dim),
+            knobs["persistent"], str(dtype), head_dim, bool(causal), ratio)
+
+
+def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
+    """softmax(q k^T * scale) v for (batch, seqlen, heads, head_dim) bf16 CUDA tensors."""
+    knobs = dict(KNOBS if knobs is None else knobs)
+    if not (q.is_cuda and k.is_cuda and v.is_cuda):
+        raise ValueError("q, k, v must be CUDA tensors")
+    if q.dtype != torch.bfloat16 or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"bf16 q/k/v required, got {q.dtype}/{k.dtype}/{v.dtype}")
+    if q.dim() != 4 or k.shape != v.shape or k.dim() != 4:
+        raise ValueError(f"expected (b, s, h, d) tensors, got {tuple(q.shape)} {tuple(k.shape)} {tuple(v.shape)}")
+    b, sq, hq, d = q.shape
+    bk, sk, hk, dk = k.shape
+    if bk != b or dk != d:
+        raise ValueError("q and k/v must share batch and head_dim")
+    if hq % hk != 0:
+        raise ValueError(f"q heads {hq} must be a multiple of kv heads {hk}")
+    if sq != sk:
+        raise ValueError("seqlen_q != seqlen_k is not supported")
+    check_knobs(knobs, d)
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(d)
+    # TMA wants 16-byte aligned base addresses and row strides (head_dim 64/128 keeps the latter)
+    q, k, v = (t if t.is_contiguous() and t.data_ptr() % 16 == 0 else t.contiguous().clone()
+               for t in (q, k, v))
+    if out is None:
+        out = torch.empty_like(q)
+    elif (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()
+          or out.data_ptr() % 16 != 0 or out.device != q.device):
+        raise ValueError("out must be a contiguous, 16-byte aligned bf16 tensor shaped like q")
+    ratio = hq // hk
+    key = _key(knobs, cutlass.BFloat16, d, causal, ratio)
+    if key not in _CACHE:
+        compiled, secs = compile_kernel(knobs, d, causal, ratio)
+        _CACHE[key] = compiled
+        COMPILE_SECONDS[key] = secs
+    scale_log2 = Float32(softmax_scale * _LOG2_E)
+    max_ctas = Int32(_num_sms(q.device))
+    if _use_tvm_ffi():
+        _CACHE[key](q, k, v, out, scale_log2, max_ctas)
+    else:
+        from cutlass.cute.runtime import from_dlpack
+        import cuda.bindings.driver as cuda
+
+        args = [from_dlpack(t.detach(), assumed_align=16).mark_layout_dynamic(leading_dim=3)
+                for t in (q, k, v, out)]
+        stream = cuda.CUstream(torch.cuda.current_stream().cuda_stream)
+        _CACHE[key](*args, scale_log2, max_ctas, stream)
+    return out
