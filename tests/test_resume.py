@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from avo.search.engine import EVENTS, Engine
 from avo.search.fakes import KERNEL, FakeEvaluator, ScriptedOperator
 from avo.search.seed import Seed
 from avo.search.strategies import AvoStrategy
+from run_checks import check_consistent, events
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = [{"a": 2}, {"b": 2}, {"a": 4}, {"b": 4}, {"a": 8}, {"b": 8}]  # each one is an improvement
@@ -32,22 +32,7 @@ def _engine(run_dir, operator=None, evaluate=None, max_iterations=5):
                   evaluate=evaluate or FakeEvaluator(), budgets=Budgets(max_iterations), info={"name": "t"})
 
 
-def _events(run_dir):
-    return [json.loads(x) for x in (Path(run_dir) / EVENTS).read_text().splitlines()]
 
-
-def _check_consistent(run_dir, n):
-    archive = Archive(run_dir)
-    rows = archive.candidates()
-    assert [r.id for r in rows] == list(range(1, n + 1))
-    done = Counter((e["candidate"], e["kind"]) for e in _events(run_dir)
-                   if e["event"] == "evaluate" and e["phase"] == "done")
-    assert done and max(done.values()) == 1, done  # no evaluation finished twice
-    lineage = Lineage.of_run(run_dir).versions()
-    assert [v.sha for v in lineage] == [v.sha for v in archive.versions()]
-    assert len({v.candidate for v in lineage}) == len(lineage)  # no candidate committed twice
-    assert [v.candidate for v in lineage[1:]] == [r.id for r in rows if r.accepted]
-    return rows
 
 
 def _evaluator_failing(kind, at=3):
@@ -97,7 +82,7 @@ def test_crash_anywhere_then_resume(tmp_path, monkeypatch, where):
     fake = FakeEvaluator()
     out = _engine(tmp_path, evaluate=fake).run(Seed(KERNEL, "never read on resume"))
     assert out.resumed and out.iterations == 5
-    rows = _check_consistent(tmp_path, 5)
+    rows = check_consistent(tmp_path, 5)
     assert all(r.accepted for r in rows)
     evaluated = {Path(c["kernel"]).parent.name for c in fake.calls}
     assert "0001" not in evaluated and "0002" not in evaluated
@@ -110,7 +95,7 @@ def test_raising_max_iterations_extends_the_run(tmp_path):
     again = _engine(tmp_path, max_iterations=2).run(Seed(KERNEL, "s"))
     assert again.iterations == 2 and again.resumed  # nothing left to do
     assert _engine(tmp_path, max_iterations=4).run(Seed(KERNEL, "s")).iterations == 4
-    _check_consistent(tmp_path, 4)
+    check_consistent(tmp_path, 4)
 
 
 # -- the real thing: `python -m avo` killed with SIGKILL mid-evaluation, then re-run --------------
@@ -154,14 +139,14 @@ def test_kill_9_mid_iteration_then_resume(tmp_path):
     done = subprocess.run(_cli(run_dir, 3), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming" in done.stdout
-    rows = _check_consistent(run_dir, 3)
+    rows = check_consistent(run_dir, 3)
     assert rows[0].status == "ok"
-    events = _events(run_dir)
-    pids = list(dict.fromkeys(e["pid"] for e in events))
+    evs = events(run_dir)
+    pids = list(dict.fromkeys(e["pid"] for e in evs))
     assert len(pids) == 2
     # The killed evaluation started in the first process and was finished only by the second.
     key = (in_flight["candidate"], in_flight["kind"])
-    finished = [e["pid"] for e in events if e["event"] == "evaluate" and e["phase"] == "done"
+    finished = [e["pid"] for e in evs if e["event"] == "evaluate" and e["phase"] == "done"
                 and (e["candidate"], e["kind"]) == key]
     assert finished == [pids[1]]
     assert not (run_dir / "wandb").exists()  # logger=none logs nothing to W&B

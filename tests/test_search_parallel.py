@@ -1,9 +1,7 @@
 """search.parallel: rounds of candidates proposed and evaluated at once, decided in iteration order."""
 
-import json
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace as NS
 
@@ -12,14 +10,14 @@ import pytest
 from avo.archive import Archive
 from avo.config import ConfigError
 from avo.evaluate.pool import DevicePool
-from avo.lineage import Lineage
 from avo.operators.knob import KnobOperator
 from avo.search.budgets import Budgets
-from avo.search.engine import EVENTS, Engine
+from avo.search.engine import Engine
 from avo.search.fakes import KERNEL, FakeEvaluator, ScriptedOperator
 from avo.search.run import parallelism
 from avo.search.seed import Seed
 from avo.search.strategies import AvoStrategy, GreedyStrategy
+from run_checks import check_consistent, events
 
 # Scores with the fake evaluator (product of 1 + sqrt(knob)): seed 4.0; a=2 -> 4.83; b=2 from the
 # seed -> 4.83 too (no gain over a=2); a=4 -> 6.0. Rounds of 3 from the seed: accepted, then
@@ -72,32 +70,18 @@ def _engine(run_dir, operator=None, evaluate=None, parallel=3, strategy=None, **
                   info={"name": "t"}, parallel=parallel)
 
 
-def _events(run_dir):
-    return [json.loads(x) for x in (Path(run_dir) / EVENTS).read_text().splitlines()]
-
 
 def _overlap(spans):
     return any(a.start < b.end and b.start < a.end for i, a in enumerate(spans) for b in spans[i + 1:])
 
 
-def _check_consistent(run_dir, n):
-    archive = Archive(run_dir)
-    rows = archive.candidates()
-    assert [r.id for r in rows] == list(range(1, n + 1))
-    done = Counter((e["candidate"], e["kind"]) for e in _events(run_dir)
-                   if e["event"] == "evaluate" and e["phase"] == "done")
-    assert done and max(done.values()) == 1, done  # no evaluation finished twice
-    lineage = Lineage.of_run(run_dir).versions()
-    assert [v.sha for v in lineage] == [v.sha for v in archive.versions()]
-    assert [v.candidate for v in lineage[1:]] == [r.id for r in rows if r.accepted]
-    return rows
 
 
 def test_a_round_proposes_and_evaluates_at_once_then_decides_in_order(tmp_path):
     ev, op = Timed(), SlowOperator(STEPS)
     out = _engine(tmp_path, operator=op, evaluate=ev).run(Seed(KERNEL, "s"))
     assert out.iterations == 7
-    rows = _check_consistent(tmp_path, 7)
+    rows = check_consistent(tmp_path, 7)
     # Rounds [1-3], [4-6], [7]: candidate evaluations and proposals of a round overlapped in time.
     first = [s for s in ev.spans if s.kind == "candidate" and s.cand in ("0001", "0002", "0003")]
     assert _overlap(first) and len({s.thread for s in first}) == 3
@@ -110,7 +94,7 @@ def test_a_round_proposes_and_evaluates_at_once_then_decides_in_order(tmp_path):
     assert [(Path(c["kernel"]).parent.name, Path(c["incumbent"]).parent.name) for c in confirms[:3]] == [
         ("0001", "0000"), ("0002", "0001"), ("0003", "0001")]
     # Confirmations run one at a time, each after the previous iteration was recorded.
-    order = [(e["event"], e["candidate"]) for e in _events(tmp_path)
+    order = [(e["event"], e["candidate"]) for e in events(tmp_path)
              if e["event"] == "recorded" or (e.get("kind") == "confirm" and e["phase"] == "start")]
     assert order[:6] == [("evaluate", 1), ("recorded", 1), ("evaluate", 2), ("recorded", 2),
                          ("evaluate", 3), ("recorded", 3)]
@@ -180,7 +164,7 @@ def test_crash_mid_round_then_resume_loses_nothing_finished(tmp_path, where):
     op, fake = SlowOperator(STEPS, delay=0.0), FakeEvaluator()
     out = _engine(tmp_path, operator=op, evaluate=fake).run(Seed(KERNEL, "never read on resume"))
     assert out.resumed and out.iterations == 7
-    _check_consistent(tmp_path, 7)
+    check_consistent(tmp_path, 7)
     proposed = sorted(i for i, *_ in op.spans)
     evaluated = {Path(c["kernel"]).parent.name for c in fake.calls if not c["incumbent"]}
     assert proposed == ([5, 7] if where == "propose" else [7])
@@ -200,7 +184,7 @@ def test_device_pool_spreads_a_round_over_devices_without_sharing_one(tmp_path):
     with DevicePool(devices=["a", "b"], evaluate=on_device, lock_dir=tmp_path / "locks", keys=["a", "b"]) as pool:
         out = _engine(tmp_path / "run", evaluate=pool.evaluate, parallel=4, max_iterations=8).run(Seed(KERNEL, "s"))
     assert out.iterations == 8
-    _check_consistent(tmp_path / "run", 8)
+    check_consistent(tmp_path / "run", 8)
     by_device = {d: [s for s in ev.spans if s.device == d] for d in ("a", "b")}
     assert all(by_device.values())  # both devices were used
     assert not any(_overlap(spans) for spans in by_device.values())  # never two at once on one
