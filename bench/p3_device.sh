@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # P3 device call: correctness + interleaved evaluation of candidate vs incumbent (H100).
-#   bash bench/p3_device.sh TAG CAND INC [CAND2 INC2]   (e.g. v3 kernels/cute_dsl/sm90/candidates/fmha_fwd_v3.py kernels/cute_dsl/sm90/fmha_fwd.py)
+#   bash bench/p3_device.sh TAG CAND INC [CAND2 INC2]   (candidate and incumbent: kernel files; see kernels/cute_dsl/sm90/LINEAGE.md)
 source .device-carry/activate.sh
 tag=$1 cand=$2 inc=$3 cand2=${4:-} inc2=${5:-}
 O=/tmp/o; mkdir -p $O
