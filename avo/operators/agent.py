@@ -32,12 +32,12 @@ from typing import Any, Callable, Optional
 
 from avo.config import ConfigError
 from avo.operators.base import OperatorError, Proposal, VariationContext
+from avo.prompts import load as load_prompt
 from avo.prompts import render
 from avo.operators.tools import ToolBox, ToolState
 from avo.operators.transcript import (Transcript, install_log_redaction, redact_text, secret_values,
                                       truncate)
 from avo.operators.workspace import KERNEL_FILE, Workspace
-from avo.paths import conf_dir
 
 log = logging.getLogger("avo.operators.agent")
 
@@ -54,18 +54,6 @@ TRANSCRIPT_NAME = "transcript.jsonl"
 
 
 # -- prompts ---------------------------------------------------------------------------------------
-
-
-def load_prompt(path: Optional[str]) -> str:
-    """A prompt file named relative to conf/ (or absolute); empty when the config names none."""
-    if not path:
-        return ""
-    p = Path(path)
-    if not p.is_absolute():
-        p = conf_dir() / p
-    if not p.is_file():
-        raise ConfigError(f"prompt file {path!r} not found (looked at {p})")
-    return p.read_text()
 
 
 def _fmt_speedups(result: Any) -> str:

@@ -19,10 +19,9 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from avo import suites
+from avo import prompts, suites
 from avo.config import ConfigError, EvaluatorConfig
 from avo.lineage import Lineage
-from avo.paths import conf_dir, resolve
 from avo.search import seed as seeds
 from avo.search.budgets import Budgets
 from avo.search.engine import Engine, EvaluateFn, Outcome
@@ -99,10 +98,8 @@ def parallelism(search: Any, evaluate: EvaluateFn) -> int:
 
 
 def supervisor_template(cfg: Any) -> Optional[str]:
-    path = resolve(cfg.prompts.supervisor, base=conf_dir())
-    if not path.is_file():
-        path = conf_dir() / cfg.prompts.supervisor
-    return path.read_text() if path.is_file() else None
+    """conf/prompts/supervisor.md (or the configured file); None: the supervisor's built-in text."""
+    return prompts.load(cfg.prompts.supervisor, required=False) or None
 
 
 def build_engine(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None, operator=None,
