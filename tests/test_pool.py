@@ -71,14 +71,20 @@ def test_two_pools_on_one_node_never_share_a_gpu(tmp_path):
     _assert_no_overlap(fake.calls)  # devices "0"/"1" are the same GPUs for both pools
 
 
-def test_a_gpu_held_by_another_process_is_waited_for(tmp_path):
+def _hold_lock(lock_dir, key, seconds):
+    """Another process holding a GPU's lock file for `seconds`; returns once it holds it."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from avo.evaluate.pool import device_file_lock\n"
-         f"with device_file_lock(Path({str(tmp_path)!r}), 'GPU-x'):\n"
-         "    print('held', flush=True); time.sleep(1.0)\n"],
+         "import time; from pathlib import Path; from avo.evaluate.pool import device_file_lock\n"
+         f"with device_file_lock(Path({str(lock_dir)!r}), {key!r}):\n"
+         f"    print('held', flush=True); time.sleep({seconds})\n"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_gpu_held_by_another_process_is_waited_for(tmp_path):
+    holder = _hold_lock(tmp_path, "GPU-x", 1.0)
     fake = Recorder(seconds=0.0)
     t0 = time.monotonic()
     with DevicePool(["0"], evaluate=fake, lock_dir=tmp_path, keys=["GPU-x"]) as pool:
@@ -101,13 +107,7 @@ def test_errors_reach_the_caller_and_the_worker_survives(tmp_path):
 
 
 def test_lock_is_released_when_its_holder_dies(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import time; from pathlib import Path; from avo.evaluate.pool import device_file_lock\n"
-         f"with device_file_lock(Path({str(tmp_path)!r}), 'GPU-y'):\n"
-         "    print('held', flush=True); time.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-    assert holder.stdout.readline().strip() == "held"
+    holder = _hold_lock(tmp_path, "GPU-y", 60)
     holder.kill()
     holder.wait()
     done = threading.Event()
