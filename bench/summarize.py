@@ -15,6 +15,12 @@ def _f(x, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _base(row: dict, name: str) -> str:
+    """Baseline TFLOP/s, with our interleaved per-shape speedup over it where recorded."""
+    ratio = (row.get("baseline_ratios") or {}).get(name)
+    return _f((row.get("baselines") or {}).get(name)) + (f" ({ratio:.3f}x)" if ratio is not None else "")
+
+
 def table(records: list[tuple[str, dict]]) -> str:
     names = list(dict.fromkeys(n for _, r in records for s in r.get("shapes", []) for n in s.get("baselines", {})))
     head = ["kernel", "status", "shape", "TFLOP/s", "spread"] + names + ["vs incumbent"]
@@ -28,7 +34,7 @@ def table(records: list[tuple[str, dict]]) -> str:
             ratio = (f"{s['incumbent_ratio']:.3f} ±{s['incumbent_ratio_spread']:.3f}"
                      if s.get("incumbent_ratio") is not None else "-")
             cells = [name, r["status"], s["label"], _f(s.get("tflops")), _f(s.get("spread"), "{:.1%}")]
-            cells += [_f(s.get("baselines", {}).get(n)) for n in names] + [ratio]
+            cells += [_base(s, n) for n in names] + [ratio]
             lines.append("| " + " | ".join(cells) + " |")
         speed = ", ".join(f"x{v:.3f} vs {k}" for k, v in r.get("speedups", {}).items() if v is not None)
         inc = f", x{r['incumbent_ratio']:.3f} vs incumbent" if r.get("incumbent_ratio") else ""

@@ -320,20 +320,54 @@ def test_baseline_path_with_gqa_fallback_runs_on_cpu(tmp_path):
     sets = [make_inputs(shape, "cpu", torch.bfloat16, i) for i in range(2)]
     math_sdpa = bl._sdpa("math", "MATH")
     clock = Clock("cpu")
-    assert child.bench_baseline(math_sdpa, shape, sets, clock, 2, 3) > 0
+    cand_calls = []
+
+    def cand(i):
+        cand_calls.append(i)
+        time.sleep(0.004)  # a candidate far slower than the baseline: the speedup must say so
+
+    tflops, ratio, se = child.bench_baseline(math_sdpa, shape, sets, clock, 2, 3, cand)
+    assert tflops > 0 and 0 < ratio < 0.5 and se is not None
+    assert cand_calls == [0, 1, 0], "the candidate is timed interleaved with the baseline, every repeat"
 
     def no_gqa(q, k, v, causal, scale):
         if k.shape[2] != q.shape[2]:
             raise RuntimeError("No available kernel: GQA unsupported")
         return math_sdpa.call(q, k, v, causal, scale)
 
-    assert child.bench_baseline(bl.Baseline("strict", call=no_gqa), shape, sets, clock, 2, 3) > 0
+    assert child.bench_baseline(bl.Baseline("strict", call=no_gqa), shape, sets, clock, 2, 3, cand)[0] > 0
     assert any("strict: GQA timed with k/v expanded" in n for n in child.result["notes"])
 
     wrong = bl.Baseline("wrong", call=lambda q, k, v, c, s: math_sdpa.call(q, k, v, c, s) * 1.1)
-    assert child.bench_baseline(wrong, shape, sets, clock, 2, 3) is None
+    assert child.bench_baseline(wrong, shape, sets, clock, 2, 3, cand) is None
     assert any(n.startswith("wrong: no result") and "relative error" in n for n in child.result["notes"])
+
+    timing = []  # the candidate runs only in the timed loop: its first call marks the start
+
+    def flaky(q, k, v, c, s):  # right on the probe and the warm-up, raises once timed
+        if timing:
+            raise RuntimeError("backend gave up")
+        return math_sdpa.call(q, k, v, c, s)
+
+    assert child.bench_baseline(bl.Baseline("flaky", call=flaky), shape, sets, clock, 2, 3, timing.append) is None
+    assert any(n.startswith("flaky: no result") and "backend gave up" in n for n in child.result["notes"])
     assert bl.make("fa9").reason.startswith("unknown baseline")
+
+
+def test_suite_speedups_come_from_the_interleaved_ratios():
+    from avo.evaluate.api import summarize
+    from avo.evaluate.result import EvalResult, ShapeResult
+
+    rows = [ShapeResult(label=f"s{i}", shape={}, tflops=100.0, baselines={"cudnn": 100.0},
+                        baseline_ratios={"cudnn": r}, baseline_ratio_se={"cudnn": 0.01}) for i, r in enumerate((1.1, 0.9))]
+    r = EvalResult(status="ok", shapes=rows)
+    summarize(r)
+    # Equal TFLOP/s from separate timings would say 1.0; the interleaved ratios are what counts.
+    assert r.speedups["cudnn"] == pytest.approx(math.sqrt(1.1 * 0.9))
+    assert r.speedup_noise["cudnn"] == pytest.approx(2 * math.sqrt(2 * 0.01**2) / 2 * r.speedups["cudnn"])
+    old = EvalResult(status="ok", shapes=[ShapeResult(label="s", shape={}, tflops=110.0, baselines={"cudnn": 100.0})])
+    summarize(old)  # a record from before interleaving: the TFLOP/s ratio, no noise figure
+    assert old.speedups["cudnn"] == pytest.approx(1.1) and "cudnn" not in old.speedup_noise
 
 
 def test_event_times_far_below_wall_time_fail(tmp_path):

@@ -34,6 +34,8 @@ def test_reference_ok_with_baselines():
     for s in r.shapes:
         assert s.tflops > 1.0 and s.spread < 0.2
         assert s.baselines.get("cudnn") or s.baselines.get("fa2"), r.notes
+        for name, tf in s.baselines.items():  # every baseline with a result was timed interleaved
+            assert tf is None or s.baseline_ratios[name] > 0, (name, s)
     assert r.speedups.get("fa2") is not None or r.speedups.get("cudnn") is not None
     print(r.notes)
 
@@ -62,3 +64,14 @@ def test_fa4_wrapper_obeys_the_contract():
     r = evaluate(ROOT / "kernels/baselines/fa4.py", SHAPES[:1], device="cuda", settings=FAST)
     # FA4 may not support every smoke configuration on this GPU; if so the verdict says which.
     assert r.status in ("ok", "incorrect"), r.message
+
+
+def test_a_baseline_against_itself_reads_one():
+    """FA4 wrapped as the candidate, timed interleaved against FA4 the baseline: the speedup the
+    evaluator reports must be ~1 on every shape (separate timings drifted by up to 8 %)."""
+    pytest.importorskip("flash_attn.cute")
+    r = evaluate(ROOT / "kernels/baselines/fa4.py", SHAPES[:2], device="cuda", settings=FAST, baselines=("fa4",))
+    assert r.status == "ok", r.message
+    for s in r.shapes:
+        assert 0.97 < s.baseline_ratios["fa4"] < 1.03, s
+    assert 0.98 < r.speedups["fa4"] < 1.02 and r.speedup_noise["fa4"] is not None

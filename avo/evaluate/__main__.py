@@ -64,11 +64,20 @@ def table(result: EvalResult) -> None:
     small = result.device == "cpu"
     num = "{:.4f}" if small else "{:.1f}"
     for r in result.shapes:
-        cells = [r.label, f(r.tflops, num), f(r.spread, "{:.1%}")] + [f(r.baselines.get(n), num) for n in names]
+        cells = [r.label, f(r.tflops, num), f(r.spread, "{:.1%}")] + [_base_cell(r, n, num) for n in names]
         if inc:
             cells.append(f"{f(r.incumbent_ratio, '{:.3f}')} ±{f(r.incumbent_ratio_spread, '{:.3f}')}")
         t.add_row(*cells)
     Console().print(t)
+
+
+def _base_cell(row, name: str, num: str) -> str:
+    """The baseline's TFLOP/s, and our interleaved speedup over it where measured."""
+    tf = row.baselines.get(name)
+    if tf is None:
+        return "-"
+    ratio = row.baseline_ratios.get(name)
+    return num.format(tf) + (f" ({ratio:.3f}x)" if ratio is not None else "")
 
 
 def summary(result: EvalResult) -> str:
@@ -81,7 +90,8 @@ def summary(result: EvalResult) -> str:
         parts.append(f"score {result.score:.4g} TFLOP/s")
     for name, sp in result.speedups.items():
         if sp is not None:
-            parts.append(f"x{sp:.3f} vs {name}")
+            noise = result.speedup_noise.get(name)
+            parts.append(f"x{sp:.3f} vs {name}" + (f" (±{noise:.3f})" if noise is not None else ""))
     if result.incumbent_ratio is not None:
         parts.append(f"x{result.incumbent_ratio:.3f} vs incumbent (spread {result.incumbent_ratio_spread:.3f})")
     return ", ".join(parts)

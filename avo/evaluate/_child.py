@@ -51,6 +51,10 @@ class IncumbentFailed(Exception):
     """The incumbent, not the candidate, raised while being timed."""
 
 
+class BaselineFailed(Exception):
+    """A baseline, not the candidate, raised while being timed."""
+
+
 class Channel:
     def __init__(self, fd: int, token: str = ""):
         self.fd = fd
@@ -342,8 +346,13 @@ class Child:
             row["incumbent_ratio_se"] = median_log_se(ratios)
             row["incumbent_tflops"] = shape.flops / (statistics.median(times[1]) * 1e-3) / 1e12
         last.clear()
+        plain = lambda i: self.cand.bench_call(*sets[i], shape.causal)  # noqa: E731
         for b in baselines:
-            row["baselines"][b.name] = self.bench_baseline(b, shape, sets, clock, rotate, repeats)
+            timed = self.bench_baseline(b, shape, sets, clock, rotate, repeats, plain)
+            row["baselines"][b.name] = timed and timed[0]
+            if timed:
+                row.setdefault("baseline_ratios", {})[b.name] = timed[1]
+                row.setdefault("baseline_ratio_se", {})[b.name] = timed[2]
         return row
 
     def check_wall(self, clock: Clock, fn, event_ms: float, shape: Shape, rotate: int) -> float:
@@ -363,33 +372,56 @@ class Child:
         return wall
 
     def bench_baseline(self, b: bl.Baseline, shape: Shape, sets, clock: Clock, rotate: int,
-                       repeats: int) -> Optional[float]:
+                       repeats: int, cand: Callable[[int], Any]) -> Optional[tuple]:
+        """The baseline timed interleaved with the candidate (`cand(i)`), like an incumbent: the
+        speedup is the median of per-repeat (baseline time / candidate time), so clock drift
+        between two separate timings cannot pass for a speedup. Returns (baseline TFLOP/s,
+        speedup, standard error of its log), or None with a note when the baseline has no result."""
         scale = 1.0 / math.sqrt(shape.head_dim)
         gqa = shape.heads_q != shape.heads_kv
-        try:
+
+        def call(q, k, v):
+            # The backend choice applies to the baseline's own calls only, never to the candidate's.
             with b.context():
-                use = sets
+                return b.call(q, k, v, shape.causal, scale)
+
+        try:
+            use = sets
+            try:
+                out = call(*use[0])
+                self.sync()
+            except RuntimeError as exc:
+                if not gqa:
+                    raise
+                use = [(q, bl.expand(k, shape.heads_q), bl.expand(v, shape.heads_q)) for q, k, v in sets]
+                out = call(*use[0])
+                self.sync()
+                self.note(f"{b.name}: GQA timed with k/v expanded to {shape.heads_q} heads "
+                          f"(backend refused enable_gqa: {str(exc).splitlines()[0][:120]})")
+            self.verify(out, *sets[0], shape, SAMPLE_ROWS[self.device], what=f"(baseline {b.name}) ")
+
+            def fn(i):
                 try:
-                    out = b.call(*use[0], shape.causal, scale)
-                    self.sync()
-                except RuntimeError as exc:
-                    if not gqa:
-                        raise
-                    use = [(q, bl.expand(k, shape.heads_q), bl.expand(v, shape.heads_q)) for q, k, v in sets]
-                    out = b.call(*use[0], shape.causal, scale)
-                    self.sync()
-                    self.note(f"{b.name}: GQA timed with k/v expanded to {shape.heads_q} heads "
-                              f"(backend refused enable_gqa: {str(exc).splitlines()[0][:120]})")
-                self.verify(out, *sets[0], shape, SAMPLE_ROWS[self.device], what=f"(baseline {b.name}) ")
-                fn = lambda i: b.call(*use[i], shape.causal, scale)  # noqa: E731
-                # The GPU is already warm from the candidate: this warms the baseline's own state.
-                clock.warm_up([fn], min(self.s["warmup_ms"], 500.0), rotate)
-                times = clock.measure([fn], repeats, rotate)[0]
+                    return call(*use[i])
+                except Exception as exc:
+                    raise BaselineFailed(f"{type(exc).__name__}: {exc}") from exc
+
+            # The GPU is already warm from the candidate: this warms the baseline's own state.
+            clock.warm_up([fn], min(self.s["warmup_ms"], 500.0), rotate)
         except Exception as exc:
             msg = exc.message if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
             self.note(f"{b.name}: no result on {shape.label} ({msg.splitlines()[0][:200]})")
             return None
-        return shape.flops / (statistics.median(times) * 1e-3) / 1e12
+        try:
+            t_cand, t_base = clock.measure([cand, fn], repeats, rotate)
+        except BaselineFailed as exc:
+            self.note(f"{b.name}: no result on {shape.label} (raised while timed: {str(exc).splitlines()[0][:200]})")
+            return None
+        except Exception as exc:
+            raise self.failure(exc, INCORRECT, self.cand, f"attention() raised while timing {describe(shape)}")
+        ratios = [tb / tc for tc, tb in zip(t_cand, t_base)]
+        return (shape.flops / (statistics.median(t_base) * 1e-3) / 1e12,
+                statistics.median(ratios), median_log_se(ratios))
 
     def stage_reverify(self) -> None:
         """After timing, fresh inputs on every suite shape, in the benchmark's call form."""

@@ -299,17 +299,29 @@ def summarize(result: EvalResult) -> None:
     result.score = geomean(r.tflops for r in rows)
     names = list(dict.fromkeys(n for r in rows for n in r.baselines))
     for name in names:
-        pairs = [(r.tflops, r.baselines.get(name)) for r in rows if r.baselines.get(name) and r.tflops]
-        result.baseline_scores[name] = geomean(b for _, b in pairs) if pairs else None
-        result.speedups[name] = geomean(ours / b for ours, b in pairs) if pairs else None
-        if pairs and len(pairs) < len(rows):
-            result.notes.append(f"{name}: score and speedup over {len(pairs)} of {len(rows)} shapes")
-    ratios = [r.incumbent_ratio for r in rows if r.incumbent_ratio is not None]
-    if ratios:
-        result.incumbent_ratio = geomean(ratios)
-        ses = [r.incumbent_ratio_se for r in rows if r.incumbent_ratio is not None]
-        if all(se is not None for se in ses):
-            se_log = math.sqrt(sum(se * se for se in ses)) / len(ses)
-            result.incumbent_ratio_spread = 2.0 * se_log * result.incumbent_ratio
-        else:  # too few repeats for an error estimate: fall back to the widest per-shape spread
-            result.incumbent_ratio_spread = max(r.incumbent_ratio_spread or 0.0 for r in rows)
+        have = [r for r in rows if r.baselines.get(name) and r.tflops]
+        result.baseline_scores[name] = geomean(r.baselines[name] for r in have) if have else None
+        if have and all(name in r.baseline_ratios for r in have):
+            result.speedups[name], result.speedup_noise[name] = _suite_ratio(
+                [r.baseline_ratios[name] for r in have], [r.baseline_ratio_se.get(name) for r in have])
+        else:  # a result from before baselines were interleaved: separate timings, no noise figure
+            result.speedups[name] = geomean(r.tflops / r.baselines[name] for r in have) if have else None
+        if have and len(have) < len(rows):
+            result.notes.append(f"{name}: score and speedup over {len(have)} of {len(rows)} shapes")
+    inc = [r for r in rows if r.incumbent_ratio is not None]
+    if inc:
+        result.incumbent_ratio, noise = _suite_ratio([r.incumbent_ratio for r in inc],
+                                                     [r.incumbent_ratio_se for r in inc])
+        # too few repeats for an error estimate: fall back to the widest per-shape spread
+        result.incumbent_ratio_spread = noise if noise is not None else max(
+            r.incumbent_ratio_spread or 0.0 for r in inc)
+
+
+def _suite_ratio(ratios: list[float], ses: list[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    """Geomean of per-shape interleaved ratios and two standard errors of it (ratio units), from
+    the per-shape standard errors of log(median ratio); None for the noise when one is missing."""
+    g = geomean(ratios)
+    if g is None or any(se is None for se in ses):
+        return g, None
+    se_log = math.sqrt(sum(se * se for se in ses)) / len(ses)
+    return g, 2.0 * se_log * g

@@ -27,6 +27,10 @@ class ShapeResult:
     wall_ms: Optional[float] = None  # back-to-back wall time per call (a cross-check of time_ms)
     spread: Optional[float] = None  # (p80 - p20) / median of the repeat times
     baselines: dict[str, Optional[float]] = field(default_factory=dict)  # name -> TFLOP/s
+    # Timed interleaved with the candidate: median of per-repeat (baseline time / candidate time),
+    # > 1 = the candidate is faster; and the standard error of its log.
+    baseline_ratios: dict[str, float] = field(default_factory=dict)
+    baseline_ratio_se: dict[str, Optional[float]] = field(default_factory=dict)
     # With an incumbent: median of interleaved (incumbent time / candidate time); > 1 = faster.
     incumbent_ratio: Optional[float] = None
     incumbent_ratio_spread: Optional[float] = None  # (p80 - p20) of those ratios
@@ -47,7 +51,10 @@ class EvalResult:
     shapes: list[ShapeResult] = field(default_factory=list)
     score: Optional[float] = None  # geometric mean TFLOP/s over the suite
     baseline_scores: dict[str, Optional[float]] = field(default_factory=dict)
-    speedups: dict[str, Optional[float]] = field(default_factory=dict)  # geomean of per-shape ratios
+    # Geomean over the shapes of the interleaved per-shape speedups (of TFLOP/s ratios for results
+    # written before baselines were interleaved), and its noise: two standard errors, ratio units.
+    speedups: dict[str, Optional[float]] = field(default_factory=dict)
+    speedup_noise: dict[str, Optional[float]] = field(default_factory=dict)
     incumbent_ratio: Optional[float] = None  # geomean of per-shape interleaved ratios
     # The noise of incumbent_ratio: two standard errors of the geomean, from the per-shape
     # standard errors (ratio units). Acceptance needs a gain beyond it.

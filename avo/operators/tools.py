@@ -110,7 +110,8 @@ def format_result(result: Any, what: str) -> str:
         if s.error is not None:
             parts.append(f"rel.err {s.error:.2e}")
         if s.baselines:
-            parts.append(" ".join(f"{k} {_fmt(v)}" for k, v in s.baselines.items()))
+            parts.append(" ".join(f"{k} {_fmt(v)}" + (f" (ours {s.baseline_ratios[k]:.3f}x)" if k in s.baseline_ratios else "")
+                                  for k, v in s.baselines.items()))
         if s.incumbent_ratio is not None:
             parts.append(f"vs incumbent {s.incumbent_ratio:.4f}x (spread {_fmt(s.incumbent_ratio_spread, '.4f')})")
         lines.append("  ".join(parts))
