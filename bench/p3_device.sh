@@ -1,32 +1,36 @@
 #!/usr/bin/env bash
-# P3 device call: correctness + interleaved evaluation of candidate vs incumbent (H100).
-#   bash bench/p3_device.sh TAG CAND INC [CAND2 INC2]   (candidate and incumbent: kernel files; see kernels/cute_dsl/sm90/LINEAGE.md)
+# P3 device call: correctness of a candidate, then the evaluator on mha and gqa with the previous
+# version as interleaved incumbent and cuDNN + FA4 as (interleaved) baselines. H100.
+#   bash bench/p3_device.sh TAG CAND INC [FALLBACK]
+# CAND/INC/FALLBACK: kernel files (see kernels/cute_dsl/sm90/LINEAGE.md). When CAND fails
+# tests/gpu and FALLBACK is given, FALLBACK is evaluated instead (one device call either way).
+# Env: SUITES (default "mha gqa"), EVAL_ARGS (passed on to python -m avo.evaluate).
 source .device-carry/activate.sh
-tag=$1 cand=$2 inc=$3 cand2=${4:-} inc2=${5:-}
+tag=$1 cand=$2 inc=$3 fallback=${4:-}
 O=/tmp/o; mkdir -p $O
 t0=$(date +%s)
-timeout 130 python3 -m pytest -q tests/gpu 2>&1 | tail -4 | tee $OUT/${tag}_tests.txt
+SM90_KERNEL=$cand timeout 200 python3 -m pytest -q tests/gpu 2>&1 | tail -6 | tee $OUT/${tag}_tests.txt
+if ! grep -q " passed" $OUT/${tag}_tests.txt || grep -qE "failed|error" $OUT/${tag}_tests.txt; then
+  echo "candidate $cand failed tests/gpu"
+  [ -n "$fallback" ] || exit 1
+  cand=$fallback tag=${tag}_fallback
+  SM90_KERNEL=$cand timeout 150 python3 -m pytest -q tests/gpu 2>&1 | tail -4 | tee $OUT/${tag}_tests.txt
+fi
 echo "tests done at $(( $(date +%s) - t0 ))s"
-for suite in mha gqa; do
-  INCUMBENT=$inc BASELINES=cudnn,fa4 timeout 175 bash bench/run_device.sh $O/$suite $suite $cand > $O/$suite.log 2>&1
+for suite in ${SUITES:-mha gqa}; do
+  INCUMBENT=$inc BASELINES=cudnn,fa4 timeout 240 bash bench/run_device.sh $O/$suite $suite $cand > $O/$suite.log 2>&1
   echo "$suite rc=$? at $(( $(date +%s) - t0 ))s"
   cp $O/$suite/$(basename $cand .py)_$suite.json $OUT/${tag}_$suite.json
-  grep -E "score|geomean|error|FAIL|Error" $O/$suite.log | tail -4
+  grep -E "status|error|FAIL|Error" $O/$suite.log | tail -3
 done
-if [ -n "$cand2" ]; then
-  left=$(( 420 - ($(date +%s) - t0) ))
-  [ $left -gt 60 ] || cand2=
-  [ -n "$cand2" ] && INCUMBENT=$inc2 BASELINES= timeout $left bash bench/run_device.sh $O/c2 mha $cand2 > $O/c2.log 2>&1
-  echo "cand2 rc=$? at $(( $(date +%s) - t0 ))s"
-  cp $O/c2/$(basename $cand2 .py)_mha.json $OUT/${tag}_cand2_mha.json
-fi
 python3 - "$OUT" <<'PY'
 import json, glob, sys
 for f in sorted(glob.glob(sys.argv[1] + "/*.json")):
     d = json.load(open(f))
-    print(f.split("/")[-1], d["status"], "score %.1f" % (d["score"] or 0), "inc_ratio", d["incumbent_ratio"], "spread", d["incumbent_ratio_spread"], "speedups", d.get("speedups"))
+    sp = {k: "%.3f±%.3f" % (v, (d.get("speedup_noise") or {}).get(k) or 0) for k, v in (d.get("speedups") or {}).items() if v}
+    print(f.split("/")[-1], d["status"], "score %.1f" % (d["score"] or 0), "inc %.4f ±%.4f" % (d["incumbent_ratio"] or 0, d["incumbent_ratio_spread"] or 0), sp)
     for s in d["shapes"]:
-        b = s.get("baselines") or {}
+        r = s.get("baseline_ratios") or {}
         print("  %-28s %6.1f inc %.3f  cudnn %s fa4 %s" % (s["label"], s["tflops"] or 0, s.get("incumbent_ratio") or 0,
-              b.get("cudnn"), b.get("fa4")))
+              "%.3f" % r["cudnn"] if "cudnn" in r else "-", "%.3f" % r["fa4"] if "fa4" in r else "-"))
 PY

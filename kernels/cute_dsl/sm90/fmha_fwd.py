@@ -1,7 +1,9 @@
-"""Hopper (sm_90a) FlashAttention forward in CuTe DSL: the project's own seed kernel.
+"""Hopper (sm_90a) FlashAttention forward in CuTe DSL: the project's own kernel (the seed, evolved; see LINEAGE.md).
 
-Structure (work item = one (query tile, head, batch); non-causal: persistent CTAs, one per SM,
-walking the items round-robin, m-tile fastest; causal: one CTA per item, longest rows first):
+Structure (work item = one (query tile, head, batch); persistent CTAs, one per SM: non-causal
+items are equal, so CTAs walk them round-robin, m-tile fastest; causal items are not (query tile
+i reads i+1 KV tiles), so CTAs take them from a global atomic counter, longest first within
+groups of heads whose K/V share L2):
   * warpgroup 0 is the producer: its first warp issues TMA loads of the Q tile and of K/V tiles
     into 128B-swizzled shared memory through mbarrier pipelines (`num_stages` deep); it gives
     most of its registers away with setmaxnreg.
@@ -12,8 +14,10 @@ walking the items round-robin, m-tile fastest; causal: one CTA per item, longest
     current one, so softmax of one tile runs while the tensor cores work on the other.
   * `pingpong_d64` / `pingpong_d128`: a pair of named barriers makes the consumer warpgroups take turns issuing GEMMs,
     so one warpgroup's softmax hides behind the other's GEMMs.
-  * causal: KV tiles above the diagonal are never loaded; only diagonal tiles are masked; query
-    tiles are launched longest-first.
+  * causal: KV tiles above the diagonal are never loaded; only diagonal tiles are masked.  The
+    producer warp fetches the next item index (atomicAdd) while it loads the current item and
+    hands it to the consumers through an mbarrier-guarded smem ring; the last CTA to finish
+    zeroes the counter for the next launch (one counter per CUDA stream).
   * epilogue: O is normalised, written to smem with stmatrix and stored with one TMA store,
     which clips the rows past the sequence end.  Persistent: O has its own smem buffer, the
     consumers release Q after the item's last QK^T so the producer loads the next item's K and Q
@@ -50,6 +54,8 @@ KNOBS = {
     "num_stages": 2,
     "intra_wg_overlap": True,
     "persistent": True,
+    "persistent_causal": True,
+    "l2_group_mb": 16,
 }
 
 KNOB_SPACE = {
@@ -62,6 +68,8 @@ KNOB_SPACE = {
     "num_stages": [1, 2, 3],
     "intra_wg_overlap": [True, False],
     "persistent": [True, False],
+    "persistent_causal": [True, False],
+    "l2_group_mb": [4, 8, 16, 32],
 }
 
 SMEM_LIMIT_BYTES = 227 * 1024
@@ -70,6 +78,7 @@ SUPPORTED_HEAD_DIMS = (64, 128)
 # Named hardware barriers; id 0 is __syncthreads.
 _BAR_EPILOGUE = 1
 _BAR_SCHED_FIRST = 2  # one per consumer warpgroup: 2, 3, 4
+_SCHED_SLOTS = 2  # work-item indices in flight from the producer warp to the consumers
 
 _LOG2_E = math.log2(math.e)
 
@@ -237,6 +246,7 @@ class Sm90FlashAttentionForward:
         intra_wg_overlap: bool = True,
         pingpong: bool = True,
         persistent: bool = True,
+        persistent_causal: bool = True,
         dtype=cutlass.BFloat16,
     ):
         assert block_m % 64 == 0 and 64 <= block_m <= 192
@@ -253,10 +263,12 @@ class Sm90FlashAttentionForward:
         self.pingpong = pingpong and self.num_mma_wg >= 2
         # persistent CTAs (non-causal only: equal work per tile, so a static round-robin balances;
         # causal keeps one CTA per tile, launched longest-first) with O staged apart from Q
-        self.persistent = (
-            persistent and not is_causal
-            and fits_separate_o(block_m, block_n, head_dim, num_stages, 2)
-        )
+        fits_o = fits_separate_o(block_m, block_n, head_dim, num_stages, 2)
+        # causal work items differ in length (query tile i sees i+1 KV tiles), so persistent
+        # causal CTAs take items from a global atomic counter, longest first, instead of a
+        # fixed round-robin (which left some SMs with twice the work of others)
+        self.dynamic = persistent_causal and is_causal and fits_o
+        self.persistent = (persistent and not is_causal and fits_o) or self.dynamic
         self.num_mma_threads = 128 * self.num_mma_wg
         self.num_threads = 128 * (self.num_mma_wg + 1)
         # producer gives registers to consumers; totals stay within the 64K register file
@@ -274,6 +286,52 @@ class Sm90FlashAttentionForward:
             return cute.tile_to_shape(atom, (rows, cols), order=(0, 1))
         return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
 
+    def _shared_storage(self, sQ_layout, sK_layout, sV_layout, sO_layout):
+        """Shared memory: barriers, Q, K/V stages and (persistent only) an O staging buffer;
+        without it O reuses Q's buffer."""
+        stages = self.num_stages
+        dtype = self.dtype
+
+        @cute.struct
+        class Storage:
+            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
+            sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
+            sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
+
+        if not self.persistent:
+            return Storage
+
+        if self.dynamic:
+
+            @cute.struct
+            class StorageDynamic:
+                mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+                mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+                mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+                mbar_sched: cute.struct.MemRange[cutlass.Int64, _SCHED_SLOTS * 2]
+                sched_tile: cute.struct.MemRange[cutlass.Int32, _SCHED_SLOTS]
+                sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
+                sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
+                sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
+                sO: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sO_layout)], 1024]
+
+            return StorageDynamic
+
+        @cute.struct
+        class StorageWithO:
+            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
+            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
+            sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
+            sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
+            sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
+            sO: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sO_layout)], 1024]
+
+        return StorageWithO
+
     @cute.jit
     def __call__(
         self,
@@ -283,6 +341,8 @@ class Sm90FlashAttentionForward:
         mO: cute.Tensor,  # (b, s, h, d)
         softmax_scale_log2: Float32,
         max_ctas: Int32,
+        mCounter: cute.Tensor,  # (2,) int32, zero between launches (the kernel resets it)
+        sched_group: Int32,  # query heads whose items are handed out together (L2 reuse)
         stream,
     ):
         # kernel view: (s, d, h, b) so that a TMA box is (rows, head_dim) of one head
@@ -331,19 +391,7 @@ class Sm90FlashAttentionForward:
         self.bytes_q = cute.size_in_bytes(self.dtype, cute.select(sQ_layout, mode=[0, 1]))
         self.bytes_kv = cute.size_in_bytes(self.dtype, cute.select(sK_layout, mode=[0, 1]))
 
-        stages = self.num_stages
-        # without a separate O buffer, O reuses Q's (one element keeps the struct uniform)
-        o_elems = cute.cosize(sO_layout) if const_expr(self.persistent) else 8
-
-        @cute.struct
-        class SharedStorage:
-            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            sQ: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sQ_layout)], 1024]
-            sK: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sK_layout)], 1024]
-            sV: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(sV_layout)], 1024]
-            sO: cute.struct.Align[cute.struct.MemRange[self.dtype, o_elems], 1024]
+        SharedStorage = self._shared_storage(sQ_layout, sK_layout, sV_layout, sO_layout)
 
         num_m_blocks = cute.ceil_div(cute.size(mQ.shape[0]), self.block_m)
         num_tiles = num_m_blocks * cute.size(mQ.shape[2]) * cute.size(mQ.shape[3])
@@ -356,6 +404,8 @@ class Sm90FlashAttentionForward:
             sQ_layout, sK_layout, sV_layout, sO_layout,
             tiled_mma_qk, tiled_mma_pv,
             softmax_scale_log2,
+            mCounter,
+            sched_group,
             SharedStorage,
         ).launch(
             grid=grid,
@@ -384,6 +434,8 @@ class Sm90FlashAttentionForward:
         tiled_mma_qk: cute.TiledMma,
         tiled_mma_pv: cute.TiledMma,
         softmax_scale_log2: Float32,
+        mCounter: cute.Tensor,
+        sched_group: Int32,
         SharedStorage: cutlass.Constexpr,
     ):
         warp_idx = cute.arch.make_warp_uniform(cute.arch.warp_idx())
@@ -411,6 +463,18 @@ class Sm90FlashAttentionForward:
             producer_group=producer, consumer_group=consumers, tx_count=self.bytes_kv,
             defer_sync=True,
         )
+        sched = None
+        if const_expr(self.dynamic):
+            # producer warp -> consumers: the index of the next work item, through a ring of
+            # smem slots guarded by mbarriers (every consumer thread reads, then releases)
+            pipe_sched = pipeline.PipelineAsync.create(
+                barrier_storage=storage.mbar_sched.data_ptr(), num_stages=_SCHED_SLOTS,
+                producer_group=producer,
+                consumer_group=pipeline.CooperativeGroup(pipeline.Agent.Thread, self.num_mma_threads),
+                defer_sync=True,
+            )
+            sTile = storage.sched_tile.get_tensor(cute.make_layout(_SCHED_SLOTS))
+            sched = (pipe_sched, sTile, mCounter, sched_group)
         cute.arch.mbarrier_init_fence()
         cute.arch.barrier()
 
@@ -430,19 +494,24 @@ class Sm90FlashAttentionForward:
             ),
         )
 
+        coords = None
+        if const_expr(not self.persistent):
+            # the CTA's one work item, worked out once for producer and consumers
+            coords = self._tile_coords(mQ, mK, None)
+
         if warp_idx < 4:
             cute.arch.setmaxregister_decrease(self.producer_regs)
             if warp_idx == 0:
                 self.load(
                     mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-                    pipe_q, pipe_k, pipe_v,
+                    pipe_q, pipe_k, pipe_v, coords, sched,
                 )
         else:
             cute.arch.setmaxregister_increase(self.mma_regs)
             tidx = cute.arch.thread_idx()[0] - 128
             self.mma(
                 mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
-                pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx,
+                pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx, coords, sched,
             )
 
     @cute.jit
@@ -471,39 +540,109 @@ class Sm90FlashAttentionForward:
         return m_block, head_idx, batch_idx, head_kv, n_block_max
 
     @cute.jit
+    def _dynamic_coords(self, mQ, mK, tile, group):
+        """Coordinates of item `tile` in the dynamic order: the (head, batch) pairs are cut into
+        groups of `group` consecutive query heads; inside a group the query tiles go from the
+        last (longest) to the first, all heads of the group at one query tile before the next.
+        Items handed out together thus share the group's K/V in L2, and each group ends with
+        its shortest items, which fill the gaps the long ones leave."""
+        num_m_blocks = cute.ceil_div(mQ.shape[0], self.block_m)
+        num_bh = mQ.shape[2] * mQ.shape[3]
+        per_group = num_m_blocks * group
+        group_idx = tile // per_group
+        r = tile - group_idx * per_group
+        first_bh = group_idx * group
+        size = cutlass.min(group, num_bh - first_bh)  # the last group may be short
+        m_block = num_m_blocks - 1 - r // size
+        bh = first_bh + r % size
+        head_idx = bh % mQ.shape[2]
+        batch_idx = bh // mQ.shape[2]
+        head_kv = head_idx // self.qhead_per_kvhead
+        n_block_max = cutlass.min(
+            cute.ceil_div(mK.shape[0], self.block_n),
+            cute.ceil_div((m_block + 1) * self.block_m, self.block_n),
+        )
+        return m_block, head_idx, batch_idx, head_kv, n_block_max
+
+    @cute.jit
+    def _publish(self, tile, sched, state):
+        """Producer warp: hand work item `tile` (>= the item count: stop) to the consumers."""
+        pipe_sched, sTile, _, _ = sched
+        pipe_sched.producer_acquire(state)
+        if cute.arch.lane_idx() == 0:
+            sTile[state.index] = tile
+            pipe_sched.producer_commit(state)
+
+    @cute.jit
+    def _receive(self, sched, state):
+        """Consumer thread: the next work item's index."""
+        pipe_sched, sTile, _, _ = sched
+        pipe_sched.consumer_wait(state)
+        tile = sTile[state.index]
+        pipe_sched.consumer_release(state)
+        return tile
+
+    @cute.jit
     def _num_tiles(self, mQ):
         return cute.ceil_div(mQ.shape[0], self.block_m) * mQ.shape[2] * mQ.shape[3]
 
     @cute.jit
     def load(
         self, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-        pipe_q, pipe_k, pipe_v,
+        pipe_q, pipe_k, pipe_v, coords, sched,
     ):
         state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
-        if const_expr(self.persistent):
+        if const_expr(self.dynamic):
+            _, _, mCounter, group = sched
+            sched_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, _SCHED_SLOTS)
+            num_tiles = self._num_tiles(mQ)
+            num_ctas = cute.arch.grid_dim()[0]
+            lane = cute.arch.lane_idx()
+            tile = Int32(cute.arch.block_idx()[0])  # the first item of every CTA is its own
+            while tile < num_tiles:
+                self._publish(tile, sched, sched_state)
+                sched_state.advance()
+                # ask for the next item now: the atomic's round trip hides behind the loads
+                nxt = Int32(0)
+                if lane == 0:
+                    nxt = num_ctas + cute.arch.atomic_add(mCounter.iterator, Int32(1), scope="gpu")
+                state, q_state = self._load_tile(
+                    self._dynamic_coords(mQ, mK, tile, group), state, q_state, mQ, mK, mV, sQ,
+                    sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V, pipe_q, pipe_k, pipe_v,
+                )
+                tile = cute.arch.shuffle_sync(nxt, 0)
+            self._publish(tile, sched, sched_state)
+            if lane == 0:
+                # The last CTA to finish asking zeroes the counters for the next launch: every
+                # CTA's final fetch is ordered before its release-increment of the second one.
+                done = cute.arch.atomic_add(mCounter.iterator + 1, Int32(1), sem="acq_rel", scope="gpu")
+                if done == num_ctas - 1:
+                    cute.arch.atomic_exch(mCounter.iterator, Int32(0), scope="gpu")
+                    cute.arch.atomic_exch(mCounter.iterator + 1, Int32(0), scope="gpu")
+        elif const_expr(self.persistent):
             for tile in cutlass.range(
                 cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
             ):
                 state, q_state = self._load_tile(
-                    tile, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
-                    tma_atom_V, pipe_q, pipe_k, pipe_v,
+                    self._tile_coords(mQ, mK, tile), state, q_state, mQ, mK, mV, sQ, sK, sV,
+                    tma_atom_Q, tma_atom_K, tma_atom_V, pipe_q, pipe_k, pipe_v,
                 )
         else:
             self._load_tile(
-                None, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
+                coords, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
                 tma_atom_V, pipe_q, pipe_k, pipe_v,
             )
 
     @cute.jit
     def _load_tile(
-        self, tile, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
+        self, coords, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
         pipe_q, pipe_k, pipe_v,
     ):
         """TMA loads of one work item; returns the advanced producer states."""
         d = self.head_dim
         one = cute.make_layout(1)
-        m_block, head_idx, batch_idx, head_kv, n_block_max = self._tile_coords(mQ, mK, tile)
+        m_block, head_idx, batch_idx, head_kv, n_block_max = coords
         gQ = cute.local_tile(mQ[None, None, head_idx, batch_idx], (self.block_m, d), (None, 0))
         gK = cute.local_tile(mK[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
         gV = cute.local_tile(mV[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
@@ -546,7 +685,7 @@ class Sm90FlashAttentionForward:
     @cute.jit
     def mma(
         self, mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
-        pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx,
+        pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx, coords, sched,
     ):
         wg_idx = cute.arch.make_warp_uniform(tidx // 128)
         thr_qk = tiled_mma_qk.get_slice(tidx)
@@ -582,18 +721,33 @@ class Sm90FlashAttentionForward:
 
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
-        if const_expr(self.persistent):
+        if const_expr(self.dynamic):
+            _, _, _, group = sched
+            sched_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, _SCHED_SLOTS)
+            num_tiles = self._num_tiles(mQ)
+            tile = self._receive(sched, sched_state)
+            sched_state.advance()
+            while tile < num_tiles:
+                kv_state, q_state = self._mma_tile(
+                    self._dynamic_coords(mQ, mK, tile, group), kv_state, q_state, mQ, mK, mO, sO,
+                    tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt,
+                    S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
+                    pipe_q, pipe_k, pipe_v, tidx, wg_idx,
+                )
+                tile = self._receive(sched, sched_state)
+                sched_state.advance()
+        elif const_expr(self.persistent):
             for tile in cutlass.range(
                 cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
             ):
                 kv_state, q_state = self._mma_tile(
-                    tile, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
+                    self._tile_coords(mQ, mK, tile), kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
                 tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
                 pipe_q, pipe_k, pipe_v, tidx, wg_idx,
                 )
         else:
             self._mma_tile(
-                None, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
+                coords, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
             tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
             pipe_q, pipe_k, pipe_v, tidx, wg_idx,
             )
@@ -604,13 +758,13 @@ class Sm90FlashAttentionForward:
 
     @cute.jit
     def _mma_tile(
-        self, tile, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+        self, coords, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
         acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
         softmax_scale_log2, pipe_q, pipe_k, pipe_v, tidx, wg_idx,
     ):
         """One work item on the consumer side; returns the advanced consumer states."""
         seqlen_k = mK.shape[0]
-        m_block, head_idx, batch_idx, head_kv, n_block_max = self._tile_coords(mQ, mK, tile)
+        m_block, head_idx, batch_idx, head_kv, n_block_max = coords
         acc_O.fill(0.0)
         pipe_q.consumer_wait(q_state)
 
@@ -849,6 +1003,27 @@ def _num_sms(device):
     return _NUM_SMS[idx]
 
 
+_COUNTERS = {}
+
+
+def _counter(device):
+    """The dynamic scheduler's two int32 counters for torch's current stream on this device:
+    zeroed once here, zeroed again by every launch as it ends, so launches in one stream can
+    share them; another stream gets its own, so kernels running at once never do."""
+    key = (device, torch.cuda.current_stream(device).cuda_stream)
+    if key not in _COUNTERS:
+        _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=device)
+    return _COUNTERS[key]
+
+
+def sched_group(knobs, seqlen_k, head_dim, qhead_per_kvhead, num_bh, elem_bytes=2):
+    """Query heads per group of the dynamic causal order: as many as keep the K/V they read
+    within `l2_group_mb` (heads sharing a KV head count once), at least one."""
+    kv_bytes = 2 * seqlen_k * head_dim * elem_bytes  # K and V of one KV head
+    kv_heads = max(1, (knobs["l2_group_mb"] << 20) // kv_bytes)
+    return max(1, min(num_bh, kv_heads * qhead_per_kvhead))
+
+
 def _fake_bshd(dtype, head_dim):
     stride = (cute.sym_int64(divisibility=8), cute.sym_int64(divisibility=8), head_dim, 1)
     shape = (cute.sym_int(), cute.sym_int(), cute.sym_int(), head_dim)
@@ -863,15 +1038,17 @@ def compile_kernel(knobs, head_dim, causal, qhead_per_kvhead, dtype=cutlass.BFlo
     kern = Sm90FlashAttentionForward(
         head_dim, qhead_per_kvhead, causal, block_m=block_m, block_n=block_n,
         num_stages=knobs["num_stages"], intra_wg_overlap=knobs["intra_wg_overlap"],
-        pingpong=pingpong_for(knobs, head_dim), persistent=knobs["persistent"], dtype=dtype,
+        pingpong=pingpong_for(knobs, head_dim), persistent=knobs["persistent"],
+        persistent_causal=knobs["persistent_causal"], dtype=dtype,
     )
     if tvm_ffi is None:
         tvm_ffi = _use_tvm_ffi()
     fq, fk, fv, fo = (_fake_bshd(dtype, head_dim) for _ in range(4))
+    counter = cute.runtime.make_fake_tensor(cutlass.Int32, (2,), stride=(1,), assumed_align=8)
     stream = cute.runtime.make_fake_stream(use_tvm_ffi_env_stream=tvm_ffi)
     t0 = time.perf_counter()
     compiled = cute.compile(
-        kern, fq, fk, fv, fo, Float32(1.0), Int32(132), stream,
+        kern, fq, fk, fv, fo, Float32(1.0), Int32(132), counter, Int32(1), stream,
         options="--gpu-arch sm_90a" + (" --enable-tvm-ffi" if tvm_ffi else ""),
     )
     return compiled, time.perf_counter() - t0
@@ -880,7 +1057,7 @@ def compile_kernel(knobs, head_dim, causal, qhead_per_kvhead, dtype=cutlass.BFlo
 def _key(knobs, dtype, head_dim, causal, ratio):
     block_m, block_n = tile_config(knobs, head_dim)
     return (block_m, block_n, knobs["num_stages"], knobs["intra_wg_overlap"], pingpong_for(knobs, head_dim),
-            knobs["persistent"], str(dtype), head_dim, bool(causal), ratio)
+            knobs["persistent"], knobs["persistent_causal"], str(dtype), head_dim, bool(causal), ratio)
 
 
 def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
@@ -919,8 +1096,10 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
         COMPILE_SECONDS[key] = secs
     scale_log2 = Float32(softmax_scale * _LOG2_E)
     max_ctas = Int32(_num_sms(q.device))
+    counter = _counter(q.device)
+    group = Int32(sched_group(knobs, sk, d, ratio, b * hq))
     if _use_tvm_ffi():
-        _CACHE[key](q, k, v, out, scale_log2, max_ctas)
+        _CACHE[key](q, k, v, out, scale_log2, max_ctas, counter, group)
     else:
         from cutlass.cute.runtime import from_dlpack
         import cuda.bindings.driver as cuda
@@ -928,5 +1107,5 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
         args = [from_dlpack(t.detach(), assumed_align=16).mark_layout_dynamic(leading_dim=3)
                 for t in (q, k, v, out)]
         stream = cuda.CUstream(torch.cuda.current_stream().cuda_stream)
-        _CACHE[key](*args, scale_log2, max_ctas, stream)
+        _CACHE[key](*args, scale_log2, max_ctas, from_dlpack(counter, assumed_align=8), group, stream)
     return out
