@@ -24,6 +24,11 @@ def conf_dir() -> Path:
     raise FileNotFoundError(f"avo's config tree is missing: neither {_PKG.parent / 'conf'} nor {packaged}")
 
 
+def packaged_notes() -> Path:
+    """The curated knowledge notes shipped inside the wheel (knowledge/ in a clone)."""
+    return _PKG / "notes"
+
+
 def resolve(path: str | Path, base: Path | None = None) -> Path:
     """A user-given path: absolute as is; relative ones against the cwd, then the repo root / base."""
     p = Path(path).expanduser()

@@ -35,6 +35,7 @@ def test_installed_wheel_ships_and_finds_its_conf(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "avo/conf/config.yaml" in names and "avo/conf/experiment/smoke.yaml" in names
     assert "avo/conf/prompts/system.md" in names
+    assert "avo/notes/hopper_attention.md" in names and "avo/notes/measured_h100.md" in names
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, timeout=300)
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -42,5 +43,7 @@ def test_installed_wheel_ships_and_finds_its_conf(tmp_path):
                                     text=True, timeout=120)
     where = run("-c", "import avo.paths as p; print(p.conf_dir())")
     assert where.stdout.strip() == str(target / "avo" / "conf"), where.stderr
+    notes = run("-c", "from avo.knowledge.sources import locate_folder; print(locate_folder('knowledge').root)")
+    assert notes.stdout.strip() == str(target / "avo" / "notes"), notes.stderr  # no clone: the shipped notes
     plan = run("-m", "avo", "+experiment=smoke", "dry_run=true")
     assert plan.returncode == 0 and "experiment   smoke" in plan.stdout, plan.stderr

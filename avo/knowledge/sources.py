@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from avo.paths import resolve
+from avo.paths import packaged_notes, resolve
 
 TEXT_SUFFIXES = (".py", ".md", ".markdown", ".rst", ".txt")
 SKIP_DIRS = frozenset({"__pycache__", "tests", "test", "node_modules", "build", "dist"})
@@ -81,6 +81,8 @@ def list_files(root: Path, only: Optional[frozenset[str]] = None) -> list[tuple[
 
 def locate_folder(path: str) -> Optional[Located]:
     root = resolve(path)
+    if not root.is_dir() and Path(path) == Path("knowledge") and packaged_notes().is_dir():
+        root = packaged_notes()  # installed from a wheel, no clone: the notes it ships
     return Located(root=root) if root.is_dir() else None
 
 
