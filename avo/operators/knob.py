@@ -119,12 +119,26 @@ class KnobOperator:
         seen = ctx.archive.seen_hashes() if ctx.archive is not None else set()
         seen.add(source_hash(ctx.parent_source))
         step = self.knobs_per_step * (2 if ctx.directive else 1)
-        for config, note in self._candidates(spec, ctx.rng, step):
+        # Iterations proposed at once (search.parallel) see the same archive and parent. They walk
+        # one shared, seeded sequence and the i-th of the round takes its i-th new configuration,
+        # so round-mates never pick the same one, whatever order their threads run in.
+        mates = ctx.extra.get("round") or {}
+        shared = int(mates.get("size", 1)) > 1
+        rng = random.Random(mates["seed"]) if shared else ctx.rng
+        skip = int(mates.get("index", 0)) if shared else 0
+        for config, note in self._candidates(spec, rng, step):
             source = rewrite_knobs(ctx.parent_source, spec, config)
-            if source_hash(source) not in seen:
-                changed = [f"{k} {spec.values[k]!r} -> {config[k]!r}" for k in config if config[k] != spec.values[k]]
-                return Proposal(source=source, rationale=f"knob {', '.join(changed)}" + note)
-        raise OperatorError("every configuration in KNOB_SPACE has already been tried")
+            h = source_hash(source)
+            if h in seen:
+                continue
+            seen.add(h)
+            if skip:
+                skip -= 1
+                continue
+            changed = [f"{k} {spec.values[k]!r} -> {config[k]!r}" for k in config if config[k] != spec.values[k]]
+            return Proposal(source=source, rationale=f"knob {', '.join(changed)}" + note)
+        raise OperatorError("every configuration in KNOB_SPACE has already been tried"
+                            + (" (counting this round's other proposals)" if shared else ""))
 
     def _candidates(self, spec: KnobSpec, rng: random.Random, step: int):
         """Mutations in order of preference: `step` random knobs moved to neighbouring values,

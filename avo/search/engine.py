@@ -215,6 +215,8 @@ class Engine:
         saved = {n: json.loads(p.read_text()) for n in ns if (p := cand_dir(self.run_dir, n) / "proposal.json").is_file()}
         plans = self._plans(ns, saved, history, versions)
         contexts = {n: self._context(n, plan, versions) for n, plan in plans.items()}
+        for n in contexts:  # who else is proposed in this round (the knob operator keeps them apart)
+            contexts[n][0].extra["round"] = {"index": ns.index(n), "size": len(ns), "seed": f"{self.seed}:round:{ns[0]}"}
         threaded = len(contexts) > 1
         made = concurrently([lambda n=n: self._propose(n, *contexts[n], threaded) for n in contexts])
         return {**saved, **dict(zip(contexts, made))}
