@@ -18,6 +18,8 @@ groups of heads whose K/V share L2):
     producer warp fetches the next item index (atomicAdd) while it loads the current item and
     hands it to the consumers through an mbarrier-guarded smem ring; the last CTA to finish
     zeroes the counter for the next launch (one counter per CUDA stream).
+  * `tiles_by_cost_d64`: head dim 64 runs 192-row tiles unless a padding-aware work model says
+    128-row tiles are faster for this seqlen (seqlen 1024 causal: 192 pads to 1152 rows).
   * epilogue: O is normalised, written to smem with stmatrix and stored with one TMA store,
     which clips the rows past the sequence end.  Persistent: O has its own smem buffer, the
     consumers release Q after the item's last QK^T so the producer loads the next item's K and Q
@@ -28,6 +30,7 @@ heads, head_dim) bf16 CUDA tensors; GQA when k/v have fewer heads.  Compiled ker
 (knobs, dtype, head dim, causal, GQA ratio); batch, seqlen and head count are dynamic.
 """
 
+import functools
 import math
 import os
 import time
@@ -56,6 +59,7 @@ KNOBS = {
     "persistent": True,
     "persistent_causal": True,
     "l2_group_mb": 16,
+    "tiles_by_cost_d64": True,
 }
 
 KNOB_SPACE = {
@@ -70,6 +74,7 @@ KNOB_SPACE = {
     "persistent": [True, False],
     "persistent_causal": [True, False],
     "l2_group_mb": [4, 8, 16, 32],
+    "tiles_by_cost_d64": [True, False],
 }
 
 SMEM_LIMIT_BYTES = 227 * 1024
@@ -86,6 +91,32 @@ _LOG2_E = math.log2(math.e)
 def tile_config(knobs, head_dim):
     """(block_m, block_n) the knobs select for this head dim."""
     return knobs[f"block_m_d{head_dim}"], knobs[f"block_n_d{head_dim}"]
+
+
+# d64 with block_m 128 (two consumer warpgroups, no pingpong) ran at 0.85-0.88x the speed of
+# block_m 192 (three, pingpong) per unit of work on the H100 (mha_d64, s >= 4096).
+_D64_M128_SPEED = 0.87
+
+
+@functools.lru_cache(maxsize=256)
+def _tile_work(seqlen, block_m, block_n, causal):
+    """Rows x columns of S the kernel computes, padding included (causal: up to the diagonal)."""
+    m_tiles, n_tiles = -(-seqlen // block_m), -(-seqlen // block_n)
+    if not causal:
+        return m_tiles * n_tiles * block_m * block_n
+    return sum(min(n_tiles, -(-((m + 1) * block_m) // block_n)) for m in range(m_tiles)) * block_m * block_n
+
+
+def effective_knobs(knobs, head_dim, seqlen, causal):
+    """The knobs to compile for this call. With `tiles_by_cost_d64`, a d64 problem whose 192-row
+    tiles would waste much work on padding (seqlen 1024 causal: the padded last tile is also the
+    longest) runs 128-row tiles instead, when a work model says that is faster."""
+    if head_dim != 64 or not knobs.get("tiles_by_cost_d64") or knobs["block_m_d64"] != 192:
+        return knobs
+    n = knobs["block_n_d64"]
+    big = _tile_work(seqlen, 192, n, causal)
+    small = _tile_work(seqlen, 128, n, causal) / _D64_M128_SPEED
+    return dict(knobs, block_m_d64=128, pingpong_d64=False) if small < big else knobs
 
 
 def pingpong_for(knobs, head_dim):
@@ -1089,6 +1120,7 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
           or out.data_ptr() % 16 != 0 or out.device != q.device):
         raise ValueError("out must be a contiguous, 16-byte aligned bf16 tensor shaped like q")
     ratio = hq // hk
+    knobs = effective_knobs(knobs, d, sq, causal)
     key = _key(knobs, cutlass.BFloat16, d, causal, ratio)
     if key not in _CACHE:
         compiled, secs = compile_kernel(knobs, d, causal, ratio)
