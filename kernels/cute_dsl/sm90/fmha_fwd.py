@@ -318,50 +318,22 @@ class Sm90FlashAttentionForward:
         return cute.tile_to_shape(atom, (rows, cols, stages), order=(0, 1, 2))
 
     def _shared_storage(self, sQ_layout, sK_layout, sV_layout, sO_layout):
-        """Shared memory: barriers, Q, K/V stages and (persistent only) an O staging buffer;
-        without it O reuses Q's buffer."""
-        stages = self.num_stages
-        dtype = self.dtype
-
-        @cute.struct
-        class Storage:
-            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
-            sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
-            sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
-
-        if not self.persistent:
-            return Storage
-
+        """Shared memory: barriers, Q, K/V stages, the dynamic scheduler's ring (persistent causal)
+        and an O staging buffer (persistent only; otherwise O reuses Q's buffer). Fields a
+        configuration does not use are left out, so its layout carries nothing extra."""
+        buf = lambda layout: cute.struct.Align[cute.struct.MemRange[self.dtype, cute.cosize(layout)], 1024]  # noqa: E731
+        fields = {
+            "mbar_q": cute.struct.MemRange[cutlass.Int64, 2],
+            "mbar_k": cute.struct.MemRange[cutlass.Int64, self.num_stages * 2],
+            "mbar_v": cute.struct.MemRange[cutlass.Int64, self.num_stages * 2],
+        }
         if self.dynamic:
-
-            @cute.struct
-            class StorageDynamic:
-                mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-                mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-                mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-                mbar_sched: cute.struct.MemRange[cutlass.Int64, _SCHED_SLOTS * 2]
-                sched_tile: cute.struct.MemRange[cutlass.Int32, _SCHED_SLOTS]
-                sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
-                sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
-                sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
-                sO: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sO_layout)], 1024]
-
-            return StorageDynamic
-
-        @cute.struct
-        class StorageWithO:
-            mbar_q: cute.struct.MemRange[cutlass.Int64, 2]
-            mbar_k: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            mbar_v: cute.struct.MemRange[cutlass.Int64, stages * 2]
-            sQ: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sQ_layout)], 1024]
-            sK: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sK_layout)], 1024]
-            sV: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sV_layout)], 1024]
-            sO: cute.struct.Align[cute.struct.MemRange[dtype, cute.cosize(sO_layout)], 1024]
-
-        return StorageWithO
+            fields["mbar_sched"] = cute.struct.MemRange[cutlass.Int64, _SCHED_SLOTS * 2]
+            fields["sched_tile"] = cute.struct.MemRange[cutlass.Int32, _SCHED_SLOTS]
+        fields.update(sQ=buf(sQ_layout), sK=buf(sK_layout), sV=buf(sV_layout))
+        if self.persistent:
+            fields["sO"] = buf(sO_layout)
+        return cute.struct(type("SharedStorage", (), {"__annotations__": fields}))
 
     @cute.jit
     def __call__(
@@ -562,6 +534,12 @@ class Sm90FlashAttentionForward:
             if const_expr(self.is_causal):
                 # longest rows first: they set the kernel's tail
                 m_block = cute.arch.grid_dim()[0] - 1 - m_block
+        return self._item(mK, m_block, head_idx, batch_idx)
+
+    @cute.jit
+    def _item(self, mK, m_block, head_idx, batch_idx):
+        """A work item's coordinates, with its kv head and its number of KV tiles (causal: up to
+        the diagonal)."""
         head_kv = head_idx // self.qhead_per_kvhead
         n_block_max = cute.ceil_div(mK.shape[0], self.block_n)
         if const_expr(self.is_causal):
@@ -586,14 +564,7 @@ class Sm90FlashAttentionForward:
         size = cutlass.min(group, num_bh - first_bh)  # the last group may be short
         m_block = num_m_blocks - 1 - r // size
         bh = first_bh + r % size
-        head_idx = bh % mQ.shape[2]
-        batch_idx = bh // mQ.shape[2]
-        head_kv = head_idx // self.qhead_per_kvhead
-        n_block_max = cutlass.min(
-            cute.ceil_div(mK.shape[0], self.block_n),
-            cute.ceil_div((m_block + 1) * self.block_m, self.block_n),
-        )
-        return m_block, head_idx, batch_idx, head_kv, n_block_max
+        return self._item(mK, m_block, bh % mQ.shape[2], bh // mQ.shape[2])
 
     @cute.jit
     def _publish(self, tile, sched, state):
