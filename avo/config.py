@@ -116,7 +116,7 @@ class HardwareConfig:
     # A file under the repo ("kernels/...py") or an installed module ("module:pkg.mod").
     seed_kernel: str = MISSING
     seed_note: str = ""
-    baselines: list[str] = field(default_factory=list)  # cudnn | fa2 | fa4
+    baselines: list[str] = field(default_factory=list)  # cudnn | fa2 | fa3 | fa4
 
 
 @dataclass
@@ -132,6 +132,12 @@ class EvaluatorConfig:
     l2_flush: bool = True
     rotate_inputs: int = 3
     reverify: bool = True
+    # How the candidate's worker process is isolated: auto (bubblewrap when it works here, else
+    # process isolation), bubblewrap (required), process. The result JSON says which one ran.
+    sandbox: str = "auto"
+    # On a GPU, reject candidates that launch a library's attention kernel (cuDNN, FlashAttention,
+    # torch SDPA, xformers, flashinfer). A seed may wrap one; its result then says own_code: false.
+    own_code_only: bool = True
 
 
 @dataclass
@@ -173,7 +179,7 @@ _CHOICES = {
     "logger.mode": ("offline", "online", "disabled"),
 }
 _KNOWLEDGE_KINDS = ("folder", "package", "run")
-_BASELINES = ("cudnn", "fa2", "fa4")
+_BASELINES = ("cudnn", "fa2", "fa3", "fa4")
 
 
 def _get(cfg: Any, dotted: str) -> Any:

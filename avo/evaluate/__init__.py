@@ -1,24 +1,24 @@
-"""Compile → correctness → benchmark → re-verify, each candidate in its own process.
+"""Compile → correctness → benchmark → re-verify, the candidate judged from outside its process.
 
     from avo.evaluate import evaluate
     result = evaluate("kernel.py", "mha", device="cuda", settings=cfg.evaluator,
-                      incumbent="best.py", baselines=("cudnn", "fa2", "fa4"))
+                      incumbent="best.py", baselines=("cudnn", "fa3", "fa4"))
 
-or `python -m avo.evaluate kernel.py --suite mha --json out.json`. How a verdict is reached:
-- the child process (api.py → _child.py) runs in its own process group; each stage has its own
-  limit; a hang is killed (`timeout`, with the stack where it hung), a death is `crash`;
-- compile = import + the first call on a small shape of the suite's first class;
-- correctness = every smoke shape plus an off-tile shape per class of the suite, two fresh
-  random inputs each (one with a sharp softmax; one through `out=` when the kernel takes it,
-  NaN-filled), relative Frobenius error against a float32 (GPU) / float64 (CPU) reference;
-- benchmark = warm-up until the clock settles, then median of repeats timed by CUDA events with
-  L2 flushed and inputs rotated and refreshed in place, interleaved with the incumbent; the timed
-  outputs are checked, and a back-to-back wall clock cross-checks the events;
-- reverify = fresh inputs on every suite shape after timing (sampled query rows on big shapes).
-On a CPU the child uses one torch thread (steady timings on small shared machines) and caps the
-warm-up at 250 ms (no clocks to wait for). Baselines are timed on CUDA only.
-Not a security sandbox: a kernel that deliberately patches the evaluator in its own process can
-still fool it. The checks target wrong kernels, partial writes, and results cached or skipped.
+or `python -m avo.evaluate kernel.py --suite mha --json out.json`. The trust boundary is the layout:
+- api.py (the search's process, no torch) starts the judge and keeps a backstop deadline;
+- judge/ (trusted, our code only): owns the secret-seeded inputs and private copies of them, the
+  fp32 reference, the tolerance, the comparison, its clock, the verdict; it starts one worker per
+  kernel (candidate, incumbent, each baseline) in a sandbox (sandbox.py: bubblewrap or process
+  isolation, allow-listed environment, every process killed at the end) and lends each a shared
+  buffer of its own (judge/arena.py);
+- worker/ (untrusted): imports one kernel and calls it when told; whatever it reports, the judge
+  checks against the outputs in its own memory, the inputs it keeps, and its own clock.
+Stages: compile = import + first call on a small shape; correctness = every smoke shape plus an
+off-tile shape per suite class, in three call forms (a non-default softmax_scale with a NaN-filled
+out=, a sharp softmax, the plain call); benchmark = warm-up, then repeats interleaved (candidate,
+incumbent, baselines; order alternating), L2 flushed by the judge, inputs rotated and renewed,
+every output snapshotted and a random subset verified after the fact, inputs checked unchanged;
+reverify = fresh inputs on every suite shape after timing. See knowledge/evaluator.md.
 """
 
 from avo.evaluate.api import EvaluatorError, UsageError, evaluate

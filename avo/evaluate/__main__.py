@@ -38,6 +38,10 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--stages", type=_csv, default=list(STAGES), help=f"comma list of {','.join(STAGES)}")
     p.add_argument("--repeats", type=int, help="timed repeats per shape")
     p.add_argument("--warmup-ms", type=float, help="minimum warm-up per shape")
+    p.add_argument("--sandbox", choices=("auto", "bubblewrap", "process"),
+                   help="how the kernel's process is isolated (default auto: bubblewrap when it works here)")
+    p.add_argument("--allow-library", action="store_true",
+                   help="let a kernel that wraps a library attention run (its result says own_code false)")
     p.add_argument("--arch", help="recorded only (the GPU present decides what runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the status line")
     return p.parse_args(argv)
@@ -104,10 +108,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings.repeats = args.repeats
     if args.warmup_ms is not None:
         settings.warmup_ms = args.warmup_ms
+    if args.sandbox is not None:
+        settings.sandbox = args.sandbox
     try:
         result = evaluate(args.kernel, args.suite, device=args.device, settings=settings,
                           incumbent=args.incumbent, baselines=args.baselines, timeout=args.timeout,
-                          stages=args.stages)
+                          stages=args.stages, allow_library=args.allow_library)
     except (UsageError, EvaluatorError) as exc:
         fail(str(exc))
     if args.arch:

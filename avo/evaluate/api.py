@@ -1,10 +1,10 @@
-"""evaluate(): one candidate kernel, judged in a child process that may hang or die harmlessly.
+"""evaluate(): one candidate kernel, judged by a judge process that runs it in a sandboxed worker.
 
-The parent never imports torch. It starts `python -m avo.evaluate._child` in its own process
-group, hands it the job on stdin, and follows the stage messages the child writes on a pipe:
-each stage gets its own deadline (settings.*_timeout_s) and `timeout` caps the whole run. On a
-deadline the whole process group is killed (status `timeout`); a child that dies without a
-verdict (segfault, os._exit, a CUDA abort) gives `crash` with its exit signal and last output.
+The search's process never imports torch. It starts the judge (`python -m avo.evaluate.judge`,
+our code only: the trusted side) in its own process group, hands it the job on stdin, and follows
+the stage messages the judge writes on a pipe no worker holds. The judge enforces each stage's
+limit on the kernels it runs; this side keeps the same limits plus a grace as a backstop and
+`timeout` caps the whole run. A judge that dies without a verdict gives `crash`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -23,13 +22,14 @@ from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
 from avo.config import ConfigError, EvaluatorConfig
-from avo.evaluate.plan import (BASELINES, STAGES, correctness_shapes, resolve_suite, settings_dict,
-                               shape_dict, stage_limits)
+from avo.evaluate.plan import (ACCEPT_Z, BASELINES, INTERVAL_Z, NOISE_FLOOR, STAGES, correctness_shapes,
+                               resolve_suite, settings_dict, shape_dict, stage_limits)
 from avo.evaluate.result import CRASH, OK, TIMEOUT, EvalResult, geomean
 from avo.suites import Shape
 
 _PKG_PARENT = Path(__file__).resolve().parents[2]  # the directory holding the avo package
 _TAIL_CHARS = 1500
+JUDGE_GRACE_S = 60.0
 
 
 class UsageError(ValueError):
@@ -45,7 +45,9 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
              incumbent: str | Path | None = None, baselines: Sequence[str] = (),
              timeout: float | None = None,
              stages: Sequence[str] = STAGES,
-             env: Optional[dict[str, str]] = None) -> EvalResult:
+             env: Optional[dict[str, str]] = None,
+             hide: Sequence[str | Path] = (),
+             allow_library: bool = False) -> EvalResult:
     """Compile, check and time `kernel` on `suite` (a suite name or a list of Shapes).
 
     `settings`: avo.config.EvaluatorConfig or any object / mapping with its fields (defaults fill
@@ -53,7 +55,9 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
     the result then carries per-shape `incumbent_ratio` (> 1: the candidate is faster).
     `stages`: a subset of compile, correctness, benchmark, reverify (compile always runs).
     `timeout`: overall cap in seconds on top of the per-stage limits.
-    `env`: extra environment for the child (avo.evaluate.pool pins a GPU with CUDA_VISIBLE_DEVICES)."""
+    `env`: extra environment for the judge and its workers (avo.evaluate.pool pins a GPU with
+    CUDA_VISIBLE_DEVICES). `hide`: paths no worker may see (the run dir). `allow_library`: a seed
+    that wraps a library attention may run (its result says own_code false); candidates may not."""
     kernel_path = _existing(kernel, "kernel")
     incumbent_path = _existing(incumbent, "incumbent") if incumbent is not None else None
     if device not in ("cuda", "cpu"):
@@ -82,10 +86,13 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
         "settings": s,
         "baselines": list(dict.fromkeys(baselines)),
         "stages": [x for x in STAGES if x in stages],
-        # Every message of the child carries this; a kernel writing to the pipe cannot forge one.
-        "token": secrets.token_hex(16),
+        "limits": stage_limits(s),
+        "hide": [str(Path(p).resolve()) for p in hide],
+        "allow_library": bool(allow_library),
     }
-    return _run(job, stage_limits(s), timeout, env)
+    # The judge keeps the stage limits itself (and says which kernel ran out); ours are a backstop.
+    backstop = {k: v + JUDGE_GRACE_S for k, v in job["limits"].items()}
+    return _run(job, backstop, timeout, env)
 
 
 def _existing(path: str | Path, what: str) -> Path:
@@ -95,11 +102,19 @@ def _existing(path: str | Path, what: str) -> Path:
     return p.resolve()
 
 
-# -- the child process ---------------------------------------------------------------------------
+# -- the judge process ---------------------------------------------------------------------------
 
 def _child_env(device: str, fd: int, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    env = {**os.environ, **{k: str(v) for k, v in (extra or {}).items()}}
-    env["AVO_EVAL_FD"] = str(fd)
+    from avo.evaluate import sandbox
+
+    # Even our own judge gets no credential: nothing it could echo into a result can leak one.
+    env = sandbox.worker_env(os.environ, {k: str(v) for k, v in (extra or {}).items()},
+                             home=os.environ.get("HOME", "/root"))
+    for name in ("TMPDIR", "XDG_CACHE_HOME"):  # worker_env points these into a worker's scratch
+        env.pop(name, None)
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env["AVO_JUDGE_FD"] = str(fd)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PKG_PARENT), env.get("PYTHONPATH")) if p)
     if device == "cpu":
@@ -150,7 +165,7 @@ def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float]
     log = tempfile.TemporaryFile()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "avo.evaluate._child"], stdin=subprocess.PIPE, stdout=log,
+            [sys.executable, "-m", "avo.evaluate.judge"], stdin=subprocess.PIPE, stdout=log,
             stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
             env=_child_env(job["device"], write_fd, extra_env), cwd=os.getcwd())
     except BaseException:
@@ -165,7 +180,7 @@ def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float]
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        timed_out = _follow(read_fd, proc.pid, watch, job["token"])
+        timed_out = _follow(read_fd, proc.pid, watch)
         if timed_out:
             _dump_stack(proc.pid)
         else:
@@ -180,7 +195,7 @@ def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float]
         log.close()
 
 
-def _follow(fd: int, pid: int, watch: _Watch, token: str) -> bool:
+def _follow(fd: int, pid: int, watch: _Watch) -> bool:
     """Read messages until the verdict, EOF or the child's exit (False), or a deadline (True).
     The child's exit is polled too: a grandchild the kernel left behind may hold the pipe open."""
     buf = b""
@@ -203,9 +218,7 @@ def _follow(fd: int, pid: int, watch: _Watch, token: str) -> bool:
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             try:
-                msg = json.loads(line)
-                if msg.get("token") == token:
-                    watch.handle(msg)
+                watch.handle(json.loads(line))
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue  # not one of ours
     return False
@@ -292,10 +305,13 @@ def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[i
 
 
 def summarize(result: EvalResult) -> None:
-    """Suite-level figures from the per-shape rows: geometric means over the shapes."""
+    """Suite-level figures from the per-shape rows: geometric means over the shapes. Speedup
+    noise is +-INTERVAL_Z sigma; the incumbent ratio's spread is the acceptance margin, ACCEPT_Z
+    sigma (sigma from the per-shape standard errors and the run-to-run floor of this device)."""
     rows = result.shapes
     if not rows:
         return
+    floor = NOISE_FLOOR.get(result.device, NOISE_FLOOR["cuda"])
     result.score = geomean(r.tflops for r in rows)
     names = list(dict.fromkeys(n for r in rows for n in r.baselines))
     for name in names:
@@ -303,7 +319,8 @@ def summarize(result: EvalResult) -> None:
         result.baseline_scores[name] = geomean(r.baselines[name] for r in have) if have else None
         if have and all(name in r.baseline_ratios for r in have):
             result.speedups[name], result.speedup_noise[name] = _suite_ratio(
-                [r.baseline_ratios[name] for r in have], [r.baseline_ratio_se.get(name) for r in have])
+                [r.baseline_ratios[name] for r in have], [r.baseline_ratio_se.get(name) for r in have],
+                floor, INTERVAL_Z)
         else:  # a result from before baselines were interleaved: separate timings, no noise figure
             result.speedups[name] = geomean(r.tflops / r.baselines[name] for r in have) if have else None
         if have and len(have) < len(rows):
@@ -311,17 +328,19 @@ def summarize(result: EvalResult) -> None:
     inc = [r for r in rows if r.incumbent_ratio is not None]
     if inc:
         result.incumbent_ratio, noise = _suite_ratio([r.incumbent_ratio for r in inc],
-                                                     [r.incumbent_ratio_se for r in inc])
+                                                     [r.incumbent_ratio_se for r in inc], floor, ACCEPT_Z)
         # too few repeats for an error estimate: fall back to the widest per-shape spread
         result.incumbent_ratio_spread = noise if noise is not None else max(
             r.incumbent_ratio_spread or 0.0 for r in inc)
 
 
-def _suite_ratio(ratios: list[float], ses: list[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
-    """Geomean of per-shape interleaved ratios and two standard errors of it (ratio units), from
-    the per-shape standard errors of log(median ratio); None for the noise when one is missing."""
+def _suite_ratio(ratios: list[float], ses: list[Optional[float]], floor: float = 0.0,
+                 z: float = 2.0) -> tuple[Optional[float], Optional[float]]:
+    """Geomean of per-shape interleaved ratios and z standard errors of it (ratio units), from
+    the per-shape standard errors of log(median ratio) and a floor for run-to-run variation;
+    None for the noise when one is missing."""
     g = geomean(ratios)
     if g is None or any(se is None for se in ses):
         return g, None
     se_log = math.sqrt(sum(se * se for se in ses)) / len(ses)
-    return g, 2.0 * se_log * g
+    return g, z * math.sqrt(se_log * se_log + floor * floor) * g

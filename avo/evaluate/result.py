@@ -37,6 +37,9 @@ class ShapeResult:
     incumbent_ratio_se: Optional[float] = None  # standard error of log(median ratio)
     error: Optional[float] = None  # relative error of the last correctness check
     incumbent_tflops: Optional[float] = None  # the incumbent's median in the interleaved timing
+    reported_ms: Optional[float] = None  # the worker's own median time (time_ms is bounded by the judge's clock)
+    gpu_state: dict[str, Any] = field(default_factory=dict)  # NVML clocks/temperature/power before and after
+    overhead_ms: dict[str, Any] = field(default_factory=dict)  # what the judge allowed beyond reported times
 
 
 @dataclass
@@ -67,6 +70,10 @@ class EvalResult:
     # How the measurement was made where it departs from the plan (a baseline unavailable, GQA
     # run with expanded k/v, a warm-up that did not settle, ...).
     notes: list[str] = field(default_factory=list)
+    # How the kernel's process was isolated: {"kind": "bubblewrap" | "process", "detail": ...}.
+    isolation: dict[str, Any] = field(default_factory=dict)
+    # False when the kernel ran a library's attention (allowed for a wrapping seed only); None on a CPU.
+    own_code: Optional[bool] = None
 
     @property
     def ok(self) -> bool:
@@ -82,8 +89,9 @@ class EvalResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EvalResult":
         d = dict(d)
-        d["shapes"] = [ShapeResult(**s) for s in d.get("shapes", [])]
-        return cls(**d)
+        known = {f for f in ShapeResult.__dataclass_fields__}
+        d["shapes"] = [ShapeResult(**{k: v for k, v in s.items() if k in known}) for s in d.get("shapes", [])]
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     @classmethod
     def read(cls, path: str | Path) -> "EvalResult":

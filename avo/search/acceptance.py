@@ -1,8 +1,9 @@
 """The acceptance rule, as pure functions of evaluator results.
 
 avo (the paper's): a correct candidate is confirmed in ONE interleaved evaluation against the
-incumbent, whose median time ratio must beat 1 by more than both `min_gain` and the measured
-spread of the ratios; clock drift between separate processes (15 % on an H100) cannot fake a win
+incumbent, which must re-verify every shape on fresh inputs after timing and whose median time
+ratio must beat 1 by more than both `min_gain` and the evaluator's acceptance margin (one-sided
+99 %: the per-shape errors plus a run-to-run floor, avo.evaluate.plan.ACCEPT_Z); clock drift between separate processes (15 % on an H100) cannot fake a win
 that way. A screen skips the confirmation for candidates whose own score is far below the best
 (more than `SCREEN_SLACK` under it: no drift explains that), and for incorrect ones.
 greedy (the comparison): correct and a suite score above best × (1 + min_gain), no confirmation.
@@ -57,6 +58,9 @@ def confirm(result: EvalResult, min_gain: float) -> Verdict:
     if not result.ok:
         return _failed(result, "confirm-failed")
     ratio, spread = result.incumbent_ratio, result.incumbent_ratio_spread
+    if result.shapes and any(s.error is None for s in result.shapes):
+        return Verdict(False, "confirm-failed:reverify",
+                       "the confirmation did not re-verify every shape on fresh inputs (evaluator.reverify)")
     if ratio is None:
         why = getattr(result, "incumbent_status", None)
         return Verdict(False, "confirm-failed:benchmark",

@@ -84,7 +84,7 @@ class FakeEvaluator:
             return EvalResult(status=COMPILE_ERROR, stage="compile", message="SyntaxError: fake failure",
                               suite="fake", device="fake")
         shape = ShapeResult(label="fake", shape={}, tflops=score, time_ms=1.0 / score, spread=self.spread,
-                            baselines=dict(self.baselines))
+                            baselines=dict(self.baselines), error=1e-4)  # re-verified, as the real one
         result = EvalResult(status=OK, suite="fake", device="fake", shapes=[shape], score=score,
                             baseline_scores=dict(self.baselines),
                             speedups={k: score / v for k, v in self.baselines.items()})

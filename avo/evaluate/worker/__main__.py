@@ -1,0 +1,297 @@
+"""The untrusted side of an evaluation: `python -m avo.evaluate.worker` (started by the judge).
+
+One process per kernel: the candidate, the incumbent, or one baseline. It imports that kernel and
+then only does what the judge's commands say: call the kernel on tensors at given places of the
+memory the judge shares with it, and report how long the call took. It holds nothing the verdict
+depends on — no reference, tolerance, comparison, seed, result channel, incumbent or baseline — so
+a kernel that patches this process, reads its frames or lies in its replies changes only what this
+process claims, and the judge checks every claim against what it can see for itself: the outputs
+in its own memory, the inputs it keeps a private copy of, its own clock.
+
+Commands arrive as JSON lines on the fd given by --cmd-fd; replies go to --reply-fd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional
+
+import torch
+
+from avo.evaluate.worker.arena import open_arena, view
+from avo.evaluate.worker.loader import ContractError, accepts_out, format_exception, load_kernel
+
+SETTLE_WINDOW = 8
+SETTLE_TOLERANCE = {"cuda": 0.03, "cpu": 0.25}
+
+
+class Replies:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, **msg: Any) -> None:
+        data = (json.dumps(msg, default=str) + "\n").encode()
+        while data:
+            data = data[os.write(self.fd, data):]
+
+
+def _commands(fd: int):
+    buf = b""
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield json.loads(line)
+
+
+class Target:
+    """What this worker calls: a kernel file's attention(), or a library baseline."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.path = args.kernel
+        self.context = None
+        self.expanded: dict[tuple, tuple] = {}
+        if args.kernel:
+            module = load_kernel(args.kernel, tag=args.role)
+            self.fn: Callable = module.attention
+            self.takes_out = accepts_out(self.fn)
+            self.baseline = None
+        else:
+            from avo.evaluate import baselines
+
+            b = baselines.make(args.baseline)
+            if b.call is None:
+                raise LookupError(b.reason or f"baseline {args.baseline} unavailable")
+            self.baseline = b
+            self.takes_out = False
+
+    def call(self, q, k, v, causal: bool, scale: Optional[float], out: Optional[torch.Tensor]):
+        if self.baseline is None:
+            kwargs: dict[str, Any] = {"causal": causal}
+            if scale is not None:
+                kwargs["softmax_scale"] = scale
+            if out is not None:
+                kwargs["out"] = out
+            return self.fn(q, k, v, **kwargs)
+        with self.baseline.context():
+            return self.baseline.call(q, k, v, causal, scale if scale is not None else q.shape[-1] ** -0.5)
+
+
+class Worker:
+    def __init__(self, args: argparse.Namespace, replies: Replies):
+        self.device = args.device
+        self.replies = replies
+        self.target: Optional[Target] = None
+        self.arena: Optional[torch.Tensor] = None
+        self.args = args
+        self.gqa_expand = False
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def tensors(self, msg: dict[str, Any]):
+        t = msg["t"]
+        q, k, v, out = (view(self.arena, t[n]) for n in ("q", "k", "v", "out"))
+        if self.gqa_expand and k.shape[2] != q.shape[2]:
+            # A baseline backend that refused GQA: kv heads repeated outside the timed call,
+            # re-made whenever the judge has rewritten the inputs (a new epoch).
+            key = (t["k"]["offset"], tuple(t["k"]["shape"]), msg.get("epoch"))
+            if key not in self.target.expanded:
+                if len(self.target.expanded) >= 8:
+                    self.target.expanded.clear()
+                rep = q.shape[2] // k.shape[2]
+                self.target.expanded[key] = (k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2))
+            k, v = self.target.expanded[key]
+        return q, k, v, out
+
+    def one_call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        h0 = time.perf_counter()
+        q, k, v, out = self.tensors(msg)
+        pass_out = bool(msg.get("pass_out")) and self.target.takes_out
+        scale = msg.get("scale")
+        causal = bool(msg["causal"])
+        if self.device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
+            end.record()
+        else:
+            t0 = time.perf_counter()
+            res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
+            ms = (time.perf_counter() - t0) * 1e3
+        h1 = time.perf_counter()
+        problem = None
+        if not pass_out:
+            problem = _output_problem(res, q, k, v)
+            if problem is None:
+                out.copy_(res)
+        self.sync()
+        if self.device == "cuda":
+            ms = start.elapsed_time(end)
+        # Where the host time went (informative only: the judge trusts its own clock).
+        host = [round((h1 - h0) * 1e3, 4), round((time.perf_counter() - h1) * 1e3, 4)]
+        return {"ms": ms, "problem": problem, "host_ms": host}
+
+    def warm(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Call until `min_ms` has passed and the recent times are steady (GPU clocks ramp)."""
+        tol = SETTLE_TOLERANCE[self.device]
+        history: list[float] = []
+        calls = msg["calls"]
+        t0 = time.perf_counter()
+        n = 0
+        while True:
+            history.append(self.one_call(calls[n % len(calls)])["ms"])
+            n += 1
+            elapsed = (time.perf_counter() - t0) * 1e3
+            last = history[-SETTLE_WINDOW:]
+            steady = len(last) == SETTLE_WINDOW and (max(last) - min(last)) / statistics.median(last) <= tol
+            if elapsed >= msg["min_ms"] and steady:
+                return {"n": n, "settled": True}
+            if elapsed >= msg["cap_ms"] and n >= 2:
+                return {"n": n, "settled": False}
+
+    def ping(self) -> dict[str, Any]:
+        """The call protocol around no work: the judge's measure of its own overhead."""
+        if self.device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            end.record()
+            self.sync()
+            return {"ms": start.elapsed_time(end)}
+        t0 = time.perf_counter()
+        return {"ms": (time.perf_counter() - t0) * 1e3}
+
+    def profiled_call(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """One call with the kernels it launches listed (for the own-code rule)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            reply = self.one_call(msg)
+        names = sorted({e.name for e in prof.events() if getattr(e, "device_type", None) is not None
+                        and str(e.device_type).endswith("CUDA")})
+        reply["kernels"] = names[:200]
+        return reply
+
+    def serve(self, cmd_fd: int) -> None:
+        for msg in _commands(cmd_fd):
+            op = msg.get("op")
+            try:
+                if op == "map":
+                    self.arena = open_arena(msg["arena"])
+                    reply = {}
+                elif op == "call":
+                    reply = self.profiled_call(msg) if msg.get("profile") else self.one_call(msg)
+                elif op == "warm":
+                    reply = self.warm(msg)
+                elif op == "ping":
+                    reply = self.ping()
+                elif op == "gqa_expand":
+                    self.gqa_expand = True
+                    reply = {}
+                elif op == "exit":
+                    return
+                else:
+                    reply = {"error": f"unknown op {op!r}"}
+            except Exception as exc:  # the kernel raised: say what, let the judge decide
+                reply = {"error": format_exception(exc, self.target.path if self.target else None),
+                         "oom": isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc),
+                         "not_implemented": isinstance(exc, NotImplementedError)}
+            self.replies.send(op=op, nonce=msg.get("nonce"), **reply)
+
+
+def _output_problem(res: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> Optional[str]:
+    """Why `res` breaks the output contract: a plain, dense, fresh tensor shaped like q."""
+    if type(res) is not torch.Tensor:  # noqa: E721 - a subclass can fake any comparison
+        kind = type(res).__name__
+        hint = " (return only the output tensor, not a tuple)" if isinstance(res, (tuple, list)) else ""
+        return f"attention() returned {kind}, expected a plain torch.Tensor{hint}"
+    if tuple(res.shape) != tuple(q.shape):
+        return f"output shape {tuple(res.shape)} != q shape {tuple(q.shape)} (batch, seqlen, heads, head_dim)"
+    if res.dtype != q.dtype:
+        return f"output dtype {res.dtype} != input dtype {q.dtype}"
+    if res.device != q.device:
+        return f"output on {res.device}, inputs on {q.device}"
+    if not _dense(res):
+        return f"output is not a dense tensor (strides {tuple(res.stride())}): no expanded or stride-0 views"
+    lo, hi = res.data_ptr(), res.data_ptr() + res.numel() * res.element_size()
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        a, b = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+        if lo < b and a < hi:
+            return f"output memory overlaps the input {name}: return a new tensor (or write out=)"
+    return None
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Every element its own memory and no gaps: contiguous up to a permutation of the dims
+    (a transposed view of a fresh tensor is fine; an expanded or overlapping one is not)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda x: x[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> None:
+    _die_with_parent()
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=False)  # the judge asks for the stack before a kill
+    p = argparse.ArgumentParser()
+    p.add_argument("--cmd-fd", type=int, required=True)
+    p.add_argument("--reply-fd", type=int, required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--role", default="candidate")
+    p.add_argument("--kernel")
+    p.add_argument("--baseline")
+    args = p.parse_args()
+    replies = Replies(args.reply_fd)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # several processes share small CPUs; one thread times steadily
+    elif not torch.cuda.is_available():
+        replies.send(op="ready", error="torch.cuda.is_available() is False in the worker", kind="fatal")
+        os._exit(3)
+    worker = Worker(args, replies)
+    try:
+        worker.target = Target(args)
+    except ContractError as exc:
+        replies.send(op="ready", error=str(exc), kind="contract")
+        os._exit(0)
+    except LookupError as exc:
+        replies.send(op="ready", error=str(exc), kind="unavailable")
+        os._exit(0)
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt from a module are import errors too
+        replies.send(op="ready", error=f"importing the kernel raised:\n{format_exception(exc, args.kernel)}",
+                     kind="import")
+        os._exit(0)
+    replies.send(op="ready", takes_out=worker.target.takes_out)
+    with torch.no_grad():
+        worker.serve(args.cmd_fd)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter and CUDA teardown
+
+
+if __name__ == "__main__":
+    main()
