@@ -138,6 +138,10 @@ class EvaluatorConfig:
     # On a GPU, reject candidates that launch a library's attention kernel (cuDNN, FlashAttention,
     # torch SDPA, xformers, flashinfer). A seed may wrap one; its result then says own_code: false.
     own_code_only: bool = True
+    # GPU: a spin of this many GPU cycles is queued before each timed call's start event, so the
+    # host's launch preparation overlaps it and the events time the kernel itself (0: off; events
+    # then include the host time in front of the launch, which favours thin launch paths).
+    launch_cover_cycles: int = 1_500_000
 
 
 @dataclass

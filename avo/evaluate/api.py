@@ -14,6 +14,7 @@ import math
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -161,7 +162,7 @@ class _Watch:
 def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float],
          extra_env: Optional[dict[str, str]] = None) -> EvalResult:
     watch = _Watch(limits, timeout)
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = _channel()
     log = tempfile.TemporaryFile()
     try:
         proc = subprocess.Popen(
@@ -193,6 +194,13 @@ def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float]
         return _verdict(job, watch, timed_out, proc.returncode, _tail(log))
     finally:
         log.close()
+
+
+def _channel() -> tuple[int, int]:
+    """A connected pair of Unix sockets: unlike a pipe, a socket cannot be opened again through
+    /proc/PID/fd by a process of the same user, so only the judge holds a way to write to us."""
+    a, b = socket.socketpair()
+    return a.detach(), b.detach()
 
 
 def _follow(fd: int, pid: int, watch: _Watch) -> bool:
@@ -280,6 +288,7 @@ def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[i
     if watch.fatal:
         raise EvaluatorError(watch.fatal)
     base = {"suite": job["suite"], "device": job["device"], "wall_s": wall, "env": watch.env}
+    tail = _scrubbed({"t": tail}, _secret_values(os.environ))["t"]
     if watch.result is None or timed_out:
         compile_s = (watch.seconds["import"] + watch.seconds["compile"]
                      if {"import", "compile"} <= watch.seconds.keys() else None)
@@ -295,13 +304,48 @@ def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[i
         return EvalResult(status=CRASH, stage=stage, compile_s=compile_s,
                           message=f"the evaluation process died in {watch.where()} with {_exit_text(rc)}{after}",
                           **base)
-    res = dict(watch.result)
+    res = _scrubbed(dict(watch.result), _secret_values(os.environ))
     res["env"] = {**watch.env, **res.get("env", {})}
     res["wall_s"] = wall
     result = EvalResult.from_dict(res)
     if result.status == OK:
         summarize(result)
     return result
+
+
+def _secret_values(env: dict[str, str]) -> list[str]:
+    """This process's credentials, as the sandbox's deny rules see them, in the forms a kernel
+    that read them (without bubblewrap, same uid: from /proc/<ancestor>/environ) might print."""
+    import base64
+    import binascii
+    from urllib.parse import quote
+
+    from avo.evaluate import sandbox
+
+    forms: list[str] = []
+    for name, value in env.items():
+        if len(value) >= 8 and (sandbox._DENY_NAME.search(name) or sandbox._DENY_VALUE.search(value)):
+            raw = value.encode()
+            forms += [value, quote(value, safe=""), binascii.hexlify(raw).decode(),
+                      base64.b64encode(raw).decode().rstrip("=")]
+    return sorted(set(forms), key=len, reverse=True)
+
+
+def _scrubbed(res: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    """The judge's record with every credential value cut out of its free text (what a kernel
+    printed can reach the message through its output tail)."""
+    def cut(x: Any) -> Any:
+        if isinstance(x, str):
+            for v in secrets:
+                x = x.replace(v, "[redacted]")
+            return x
+        if isinstance(x, list):
+            return [cut(i) for i in x]
+        if isinstance(x, dict):
+            return {k: cut(v) for k, v in x.items()}
+        return x
+
+    return cut(res) if secrets else res
 
 
 def summarize(result: EvalResult) -> None:

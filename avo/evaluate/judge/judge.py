@@ -114,6 +114,7 @@ class Judge:
         self.maps_before: set[str] = set()
         self.overhead_ms: Optional[tuple[float, float]] = None
         self.pending_row: Optional[dict[str, Any]] = None
+        self.lead_ms = 0.0
         self.flush = L2Flush(self.device, self.s["l2_flush"])
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ class Judge:
 
     def call_msg(self, slot: Slots, shape: Shape, *, scale=None, pass_out=False, profile=False, epoch=0):
         return {"op": "call", "t": slot.spec, "causal": shape.causal, "scale": scale, "pass_out": pass_out,
-                "profile": profile, "epoch": epoch}
+                "profile": profile, "epoch": epoch, "lead_cycles": int(self.s.get("launch_cover_cycles", 0))}
 
     def untouched(self, slot: Slots, q, k, v) -> Optional[str]:
         for name, mine, theirs in (("q", q, slot.q), ("k", k, slot.k), ("v", v, slot.v)):
@@ -260,8 +261,8 @@ class Judge:
             self.library_use(why)
 
     def library_use(self, why: str) -> None:
+        self.result["own_code"] = False
         if self.job.get("allow_library"):
-            self.result["own_code"] = False
             self.note(f"not own code: the kernel {why}; it cannot be compared as ours against a library")
             return
         raise StageFailure(INCORRECT, f"the kernel {why}: candidates must run their own attention code "
@@ -345,8 +346,7 @@ class Judge:
         except WorkerGone as exc:
             raise self.gone(exc, w, "(importing the kernel)")
         finally:
-            if w.role in ("candidate", "incumbent"):
-                w.pause()
+            w.pause()
         if ready.get("error"):
             kind = ready.get("kind")
             if kind == "fatal":
@@ -439,11 +439,27 @@ class Judge:
     def measure_overhead(self) -> tuple[float, float]:
         """(median, p90) ms of a call with no work, on a trusted worker (a baseline); without one,
         a fixed allowance (the candidate's own pings could be slowed to widen it)."""
+        self.lead_ms = self.time_lead()
         trusted = next(iter(self.baselines.values()), None)
         if trusted is None:
             return 0.0, 0.0  # overhead() falls back to fixed allowances
         walls = [self.ask(trusted, {"op": "ping"}, "(ping)").wall_ms for _ in range(30)]
         return statistics.median(walls), percentile(walls, 0.9)
+
+    def time_lead(self) -> float:
+        """How long the launch-covering spin lasts on this GPU now, on the judge's own clock."""
+        cycles = int(self.s.get("launch_cover_cycles", 0))
+        if self.device != "cuda" or cycles <= 0:
+            return 0.0
+        times = []
+        for _ in range(3):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            torch.cuda._sleep(cycles)
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return min(times)
 
     def bench_shape(self, shape: Shape) -> dict[str, Any]:
         rotate = max(1, int(self.s["rotate_inputs"]))
@@ -474,14 +490,15 @@ class Judge:
         repeat_seed: list[int] = []
         for r in range(repeats):
             i = r % rotate
-            if r >= rotate:
-                # New values in a reused slot: nothing cached by address or by a previous call is right.
-                seeds[i] = self.fresh_seed()
-                inputs[i] = make_inputs(shape, self.device, self.dtype, seeds[i])
-                for side in sides:
-                    if not side.failed:
-                        self.load(side.sets[i], *inputs[i])
-                epoch += 1
+            # New values for every repeat, written just before it: nothing cached by address, by
+            # content seen in the warm-up, or by a previous call is right. (Rotating slots still
+            # keeps the previous inputs out of the L2 of this one.)
+            seeds[i] = self.fresh_seed()
+            inputs[i] = make_inputs(shape, self.device, self.dtype, seeds[i])
+            for side in sides:
+                if not side.failed:
+                    self.load(side.sets[i], *inputs[i])
+            epoch += 1
             repeat_seed.append(seeds[i])
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if not side.failed:
@@ -623,7 +640,9 @@ class Judge:
         o_med, o_hi = self.overhead_ms
         if len(gaps) >= 5:
             return max(statistics.median(gaps), o_med + copy_ms), max(percentile(gaps, 0.9), o_hi + copy_ms)
-        return max(o_med + copy_ms, FALLBACK_GAP[self.device]), max(o_hi + copy_ms, OVERHEAD_CAP[self.device])
+        lead = self.lead_ms  # the spin in front of each timed call is in the wall time, not the events
+        return (max(o_med + copy_ms, FALLBACK_GAP[self.device]) + lead,
+                max(o_hi + copy_ms, OVERHEAD_CAP[self.device]) + lead)
 
     @staticmethod
     def used_times(side: Side, o_hi: float) -> list[float]:

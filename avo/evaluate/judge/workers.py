@@ -12,6 +12,7 @@ import os
 import secrets
 import select
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -69,10 +70,14 @@ class WorkerProc:
             argv += ["--kernel", str(kernel)]
         else:
             argv += ["--baseline", str(spec.baseline)]
-        cmd_r, self._cmd_w = os.pipe()
-        self._rep_r, rep_w = os.pipe()
-        argv += ["--cmd-fd", str(cmd_r), "--reply-fd", str(rep_w)]
-        pass_fds = [cmd_r, rep_w] + ([self.arena.fd] if self.arena is not None and self.arena.fd is not None else [])
+        # One Unix socket pair for commands and replies: a pipe could be reopened through
+        # /proc/PID/fd by a same-user process (another worker, a daemon) to read or forge
+        # messages; a socket cannot.
+        mine, theirs = socket.socketpair()
+        self._cmd_w = self._rep_r = mine.detach()
+        worker_fd = theirs.detach()
+        argv += ["--cmd-fd", str(worker_fd), "--reply-fd", str(worker_fd)]
+        pass_fds = [worker_fd] + ([self.arena.fd] if self.arena is not None and self.arena.fd is not None else [])
         env = sandbox.worker_env(base_env, {**spec.env, "PYTHONUNBUFFERED": "1",
                                             "PYTHONPATH": str(_PKG_PARENT) + _pythonpath_tail(base_env)},
                                  home=str(scratch))
@@ -84,8 +89,7 @@ class WorkerProc:
                                       limits=limits,
                                       gpu=spec.device == "cuda")
         finally:
-            os.close(cmd_r)
-            os.close(rep_w)
+            os.close(worker_fd)
         self._buf = b""
         self.paused = False
 
@@ -117,6 +121,8 @@ class WorkerProc:
             raise WorkerGone("protocol", f"{self.role} wrote something that is not a reply on the judge's channel")
         if not isinstance(data, dict) or data.get("op") != op or (nonce is not None and data.get("nonce") != nonce):
             raise WorkerGone("protocol", f"{self.role} sent a reply the judge did not ask for (forged or out of order)")
+        if op == "ready" and data.get("error"):
+            return data  # it could not start and has exited: nothing more will come
         if self._buf or select.select([self._rep_r], [], [], 0)[0]:
             extra = self._buf or os.read(self._rep_r, 200)
             if not extra:  # end of file: it replied, then closed the channel or died
@@ -143,8 +149,10 @@ class WorkerProc:
             raise WorkerGone("crash", f"{self.role} died ({_exit_text(self.proc.poll())})")
         line = self._read_line(deadline)
         wall = (time.perf_counter() - t0) * 1e3
-        if self.role == "candidate":
-            self.pause()  # nothing of it runs while the judge checks or others are timed
+        # Nothing of it runs while the judge checks or others are timed. Every worker, trusted or
+        # not, is paused alike: a process woken from SIGSTOP starts its next call from cold caches,
+        # and only a symmetric cost keeps the interleaved ratios fair.
+        self.pause()
         return Reply(self._parse(line, msg["op"], nonce), wall)
 
     # -- life ------------------------------------------------------------------------------------
@@ -175,11 +183,10 @@ class WorkerProc:
         except OSError:
             pass
         self.proc.kill()
-        for fd in (self._cmd_w, self._rep_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        try:
+            os.close(self._cmd_w)
+        except OSError:
+            pass
         if self.arena is not None:
             self.arena.close()
             self.arena = None
