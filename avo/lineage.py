@@ -18,8 +18,9 @@ from typing import Optional
 DIRNAME = "lineage"
 KERNEL = "kernel.py"
 _TRAILER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*): (.*)$")
+# core.autocrlf=false: a commit holds the kernel's exact bytes whatever the user's git config says.
 _IDENTITY = ("-c", "user.name=avo", "-c", "user.email=avo@localhost", "-c", "commit.gpgsign=false",
-             "-c", "core.hooksPath=/dev/null")
+             "-c", "core.hooksPath=/dev/null", "-c", "core.autocrlf=false")
 
 
 class LineageError(RuntimeError):
@@ -108,9 +109,9 @@ class Lineage:
     def commit(self, source: str, rationale: str, trailers: dict[str, object],
                extra_files: dict[str, str] | None = None) -> str:
         """Write the kernel (and extra files), commit, return the new sha."""
-        (self.path / KERNEL).write_text(source)
-        for name, text in (extra_files or {}).items():
-            (self.path / name).write_text(text)
+        for name, text in {KERNEL: source, **(extra_files or {})}.items():
+            (self.path / name).unlink(missing_ok=True)  # a planted symlink: replaced, not written through
+            (self.path / name).write_bytes(text.encode())
         self._git("add", "--", KERNEL, *(extra_files or {}))
         self._git("commit", "-q", "--no-verify", "--allow-empty", "-F", "-",
                   stdin=format_message(rationale, trailers))
@@ -154,6 +155,16 @@ class Lineage:
     def show(self, ref: str | int = "HEAD") -> str:
         """The kernel source of a version (index, sha or any git revision)."""
         return self._git("show", f"{self._ref(ref)}:{KERNEL}")
+
+    def blob(self, ref: str | int = "HEAD") -> bytes:
+        """The kernel file of a version byte for byte (show() decodes it as text): what a file
+        restored from the lineage is written from. No filter or textconv applies to cat-file."""
+        proc = subprocess.run(["git", *_IDENTITY, "-C", str(self.path), "cat-file", "blob",
+                               f"{self._ref(ref)}:{KERNEL}"], capture_output=True)
+        if proc.returncode != 0:
+            raise LineageError(f"git cat-file blob {ref}:{KERNEL} failed in {self.path}: "
+                               f"{proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout
 
     def diff(self, a: str | int, b: str | int = "HEAD") -> str:
         """Unified diff of the kernel between two versions."""

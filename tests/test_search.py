@@ -7,7 +7,7 @@ import pytest
 from avo.evaluate.result import EvalResult
 from avo.lineage import Lineage
 from avo.operators.knob import KnobOperator, parse_knobs
-from avo.search import acceptance, supervisor
+from avo.search import acceptance, results, supervisor
 from avo.search.budgets import Budgets, Usage, exhausted, remaining
 from avo.search.engine import Engine, cand_dir
 from avo.search.fakes import KERNEL, FakeEvaluator, ScriptedOperator
@@ -140,10 +140,13 @@ def test_engine_improves_and_records_everything(tmp_path):
         assert "Speedup-vs-cudnn" in v.trailers and v.subject == r.rationale
         assert r.lineage_sha == v.sha
     for r in rows:
-        d = cand_dir(tmp_path, r.id)
-        assert (d / "kernel.py").is_file() and EvalResult.read(d / "eval.json").status == r.status
+        d, saved = cand_dir(tmp_path, r.id), results.path(tmp_path, r.id, "eval")
+        record = results.read(saved, key=results.secret(tmp_path), kind="candidate", candidate=r.id)
+        assert (d / "kernel.py").is_file() and record.result["status"] == r.status
+        assert record.kernel_sha256 == r.source_hash and r.result_path == f"results/{r.id:04d}/eval.json"
         assert r.diff.startswith("---") and r.source_hash and r.metrics and r.eval_s is not None
-        assert (d / "confirm.json").is_file() == (r.verdict in ("accepted", "not-confirmed"))
+        assert saved.with_name("confirm.json").is_file() == (r.verdict in ("accepted", "not-confirmed"))
+        assert not (d / "eval.json").exists()  # nothing the engine keeps is in the candidate's directory
     # Only screened candidates were confirmed, interleaved against the incumbent of the moment.
     confirms = [c for c in fake.calls if c["incumbent"]]
     assert len(confirms) == sum(r.verdict in ("accepted", "not-confirmed") for r in rows)

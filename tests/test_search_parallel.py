@@ -179,9 +179,9 @@ def test_crash_mid_round_then_resume_loses_nothing_finished(tmp_path, where):
         _engine(tmp_path, **first).run(Seed(KERNEL, "s"))
     before = Archive(tmp_path).count()
     assert before == (5 if where == "confirm" else 3)
-    assert (tmp_path / "candidates/0006/proposal.json").is_file()
+    assert (tmp_path / "results/0006/proposal.json").is_file()
     if where == "evaluate":
-        assert (tmp_path / "candidates/0004/eval.json").is_file() and (tmp_path / "candidates/0006/eval.json").is_file()
+        assert (tmp_path / "results/0004/eval.json").is_file() and (tmp_path / "results/0006/eval.json").is_file()
 
     op, fake = SlowOperator(STEPS, delay=0.0), FakeEvaluator()
     out = _engine(tmp_path, operator=op, evaluate=fake).run(Seed(KERNEL, "never read on resume"))

@@ -32,8 +32,8 @@ def test_smoke_experiment_runs_and_resumes(tmp_path):
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     wandb_id = (run_dir / "wandb_id").read_text().strip()
     assert len(runs) == 1 and list(runs[0].glob(f"run-{wandb_id}.wandb"))
-    for name in ("metrics.jsonl", "events.jsonl", "console.log", "candidates/0000/eval.json",
-                 "candidates/0004/eval.json", ".hydra/config.yaml"):
+    for name in ("metrics.jsonl", "events.jsonl", "console.log", "results/0000/eval.json",
+                 "results/0004/eval.json", "candidates/0004/kernel.py", ".hydra/config.yaml"):
         assert (run_dir / name).is_file(), name
 
     second = _run(run_dir, 7)

@@ -88,6 +88,123 @@ def test_read_file_numbers_lines_and_pages(ws):
     assert "   20  " in text and "   22  " in text and "   23  " not in text and "more lines" in text
 
 
+# -- nothing of a file outside the workspace reaches the model ---------------------------------------
+# The agent's own kernel runs (in the evaluator) while it works, so it can plant links in the
+# workspace: to /etc/passwd, to the run's .avo/secret, or a hard link, a second name no path
+# check can see. No tool result, error text included, may carry such a file's contents.
+
+OUTSIDE = "root:x:0:0:TOP-SECRET-LINE-1\nline-two-SECRET\n"
+
+
+@pytest.fixture
+def run_ws(tmp_path):
+    """A workspace where the search puts one: in the run dir, beside the run's secret."""
+    from avo.search import results
+
+    run = tmp_path / "run"
+    results.secret(run)
+    outside = tmp_path / "outside.txt"
+    outside.write_text(OUTSIDE)
+    return Workspace.create(run / "candidates" / "0001" / "workspace", SEED), outside, run / ".avo" / "secret"
+
+
+def _calls(tools):
+    return [tools.call("read_file", {"path": "kernel.py"}),
+            tools.call("replace_in_file", {"path": "kernel.py", "search": "root", "replace": "toor"}),
+            tools.call("workspace_diff", {}), tools.call("compile", {}), tools.call("test", {}),
+            tools.call("bench", {"against_incumbent": True}), tools.call("submit", {"rationale": "r"})]
+
+
+@pytest.mark.parametrize("how", ["symlink", "symlink-to-secret", "hardlink", "hardlink-to-secret"])
+def test_a_kernel_file_that_is_a_link_out_is_never_read_nor_evaluated(run_ws, tmp_path, how):
+    import os
+
+    ws, outside, secret = run_ws
+    target = secret if how.endswith("secret") else outside
+    ws.kernel_path.unlink()
+    (ws.kernel_path.symlink_to if how.startswith("symlink") else lambda t: os.link(t, ws.kernel_path))(target)
+    before = target.read_bytes()
+    fake = FakeEvaluator()
+    incumbent = tmp_path / "incumbent.py"
+    incumbent.write_text(SEED)
+    tools = box(ws, evaluate=fake, parent_path=incumbent, require_change=False)
+    outs = _calls(tools)
+    assert not any(o.ok for o in outs), [o.text for o in outs]
+    text = "\n".join(o.text for o in outs)
+    for piece in ("TOP-SECRET", "SECRET", before.hex()[:16]):
+        assert piece not in text
+    assert "root:x" not in text and before.decode(errors="replace")[:8] not in text
+    assert fake.calls == [] and tools.state.submission is None  # never given to the evaluator
+    assert target.read_bytes() == before  # nor edited
+
+
+def test_hard_links_are_neither_read_nor_edited_but_can_be_replaced(run_ws):
+    import os
+
+    ws, outside, _ = run_ws
+    os.link(outside, ws.root / "notes.txt")
+    tools = box(ws)
+    for out in (tools.call("read_file", {"path": "notes.txt"}),
+                tools.call("replace_in_file", {"path": "notes.txt", "search": "root", "replace": "x"})):
+        assert not out.ok and "hard link" in out.text and "SECRET" not in out.text
+    assert tools.call("write_file", {"path": "notes.txt", "content": "mine\n"}).ok
+    assert (ws.root / "notes.txt").read_text() == "mine\n" and outside.read_text() == OUTSIDE
+
+
+def test_a_new_workspace_replaces_a_planted_kernel_link_instead_of_writing_through(run_ws):
+    ws, outside, secret = run_ws
+    key = secret.read_bytes()
+    for target in (outside, secret):
+        ws.kernel_path.unlink()
+        ws.kernel_path.symlink_to(target)
+        again = Workspace.create(ws.root, SEED)
+        assert not again.kernel_path.is_symlink() and again.kernel_source() == SEED
+    assert outside.read_text() == OUTSIDE and secret.read_bytes() == key
+
+
+def test_a_symlinked_incumbent_is_not_timed(ws, tmp_path):
+    (tmp_path / "passwd").write_text(OUTSIDE)
+    (tmp_path / "incumbent.py").symlink_to(tmp_path / "passwd")
+    fake = FakeEvaluator()
+    out = box(ws, evaluate=fake, parent_path=tmp_path / "incumbent.py").call("bench", {"against_incumbent": True})
+    assert not out.ok and "incumbent" in out.text and fake.calls == []
+
+
+def test_kb_read_of_the_run_source_opens_only_what_it_indexed(tmp_path):
+    from avo.knowledge import KnowledgeBase
+    from avo.search import results
+
+    run = tmp_path / "run"
+    (run / "notes").mkdir(parents=True)
+    (run / "notes" / "idea.md").write_text("# Idea\n\nwarp specialisation helps\n")
+    results.secret(run)
+    (run / "candidates" / "0001").mkdir(parents=True)
+    (run / "candidates" / "0001" / "stolen.md").write_text(OUTSIDE)  # not a notes file
+    (run / "notes" / "link.md").symlink_to(tmp_path / "passwd")  # planted: never indexed
+    (tmp_path / "passwd").write_text(OUTSIDE)
+    kb = KnowledgeBase.from_config({"sources": [{"name": "run", "kind": "run"}]}, run_dir=run)
+    ws = Workspace.create(tmp_path / "ws", SEED)
+    tools = box(ws, knowledge=lambda: kb)
+    assert "warp specialisation" in tools.call("kb_read", {"source": "run", "path": "notes/idea.md"}).text
+    for path in ("candidates/0001/stolen.md", "notes/link.md", ".avo/secret"):
+        out = tools.call("kb_read", {"source": "run", "path": path})
+        assert not out.ok and "SECRET" not in out.text, path
+    assert "SECRET" not in tools.call("kb_search", {"query": "root secret line"}).text
+
+
+def test_the_tool_cli_does_not_quote_an_unreadable_rationale_file(tmp_path, monkeypatch, capsys):
+    from avo.tool import EXIT_USAGE, STATE_ENV, main
+
+    state = tmp_path / "state.json"
+    state.write_text("{}")
+    monkeypatch.setenv(STATE_ENV, str(state))
+    binary = tmp_path / "secret.bin"
+    binary.write_bytes(b"\xff\xfeTOP-SECRET\x00" * 4)
+    assert main(["submit", "--rationale-file", str(binary)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "not UTF-8" in err and "SECRET" not in err and "0xff" not in err
+
+
 # -- dispatch ----------------------------------------------------------------------------------------
 
 def test_dispatch_reports_mistakes_to_the_model_instead_of_raising(ws):

@@ -223,7 +223,10 @@ class KnowledgeBase:
                 return self._missing(src, f"run directory {self.run_dir} does not exist"), [], []
             docs, chunks = run_source.build(self.run_dir)
             self._virtual[src.name] = docs
-            self._roots[src.name] = Located(self.run_dir.resolve())
+            # kb_read may open only the notes files indexed here, not whatever else lies in the run
+            # dir (the run's secret, files a candidate planted).
+            notes = frozenset(c.path for c in chunks) - set(docs)
+            self._roots[src.name] = Located(self.run_dir.resolve(), only=notes)
             status = SourceStatus(src.name, "run", "indexed", "rebuilt (never cached)",
                                   str(self.run_dir), files=len({c.path for c in chunks}), chunks=len(chunks))
             status.seconds = time.perf_counter() - started

@@ -101,7 +101,8 @@ def _notes(run_dir: Path) -> list[Chunk]:
         for path in sorted(folder.glob(pattern)):
             if not path.is_file() or path.suffix not in TEXT_SUFFIXES or path.suffix == ".py":
                 continue
-            if path.stat().st_size > MAX_FILE_BYTES:
+            # A link may lead to any file (a symlink) or be a second name of one (a hard link).
+            if path.is_symlink() or path.stat().st_nlink > 1 or path.stat().st_size > MAX_FILE_BYTES:
                 continue
             try:
                 text = path.read_text(encoding="utf-8")

@@ -391,8 +391,13 @@ class ToolBox:
             if left <= 1.0:
                 raise ToolError("the variation's wall time is used up; submit now or stop")
             kwargs["timeout"] = left  # an evaluation never outlives the variation's wall time
-        kernel = self.state.workspace.kernel_path
+        # Only a kernel file of the workspace's own is evaluated: were it a link to a file outside,
+        # the evaluator's error (a SyntaxError quoting the line) would show the model that file.
+        ws = self.state.workspace
+        kernel = ws.file(ws.kernel_file)
         source = kernel.read_text()
+        if incumbent is not None and (Path(incumbent).is_symlink() or not Path(incumbent).is_file()):
+            raise ToolError("the incumbent's file is not available")
         self.state.evaluations += 1
         t0 = time.monotonic()
         result = self.state.evaluate(kernel, **kwargs)

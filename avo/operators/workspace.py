@@ -2,13 +2,19 @@
 
 A path argument must name something inside the workspace after resolution: absolute paths, `..`
 hops and symlinks whose target lies outside are refused with a `SandboxError` (the tool returns
-its message to the model, the loop goes on). The workspace holds one kernel file, `kernel.py`, the
-version being varied; the agent may add helper files beside it, but only the kernel is submitted.
+its message to the model, the loop goes on). A file is read or edited only when it is a regular
+file with one name: a hard link may be a second name of a file outside (the run's secret, another
+candidate's kernel), which no path check can see. Code the agent runs (its kernel, in the
+evaluator) can plant such links, so the kernel file itself is read the same way.
+
+The workspace holds one kernel file, `kernel.py`, the version being varied; the agent may add
+helper files beside it, but only the kernel is submitted.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 KERNEL_FILE = "kernel.py"
@@ -32,6 +38,7 @@ class Workspace:
         """A workspace holding `source` as its kernel (the directory is created if needed)."""
         Path(root).mkdir(parents=True, exist_ok=True)
         ws = cls(root, kernel_file)
+        ws.kernel_path.unlink(missing_ok=True)  # a link left by earlier code: replaced, not written through
         ws.kernel_path.write_text(source)
         return ws
 
@@ -40,7 +47,7 @@ class Workspace:
         return self.root / self.kernel_file
 
     def kernel_source(self) -> str:
-        return self.kernel_path.read_text()
+        return self.file(self.kernel_file).read_text()
 
     def resolve(self, path: str) -> Path:
         """The absolute path inside the workspace that `path` names, or SandboxError."""
@@ -57,6 +64,20 @@ class Workspace:
         target = (self.root / rel).resolve()
         if target != self.root and self.root not in target.parents:
             raise SandboxError(f"{path!r} leads outside the workspace")
+        return target
+
+    def file(self, path: str) -> Path:
+        """`path` resolved, when it names a regular file of the workspace's own (see above)."""
+        target = self.resolve(path)
+        try:
+            st = target.stat()
+        except OSError:
+            raise SandboxError(f"{path!r} is not a file in the workspace") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise SandboxError(f"{path!r} is not a file in the workspace")
+        if st.st_nlink > 1:
+            raise SandboxError(f"{path!r} is a hard link, maybe to a file outside the workspace; "
+                               "write the file anew with write_file")
         return target
 
     def rel(self, path: Path) -> str:
@@ -79,10 +100,7 @@ class Workspace:
 
     def read(self, path: str, start_line: int = 1, end_line: int | None = None) -> str:
         """Lines start..end (1-based, inclusive), numbered, at most MAX_READ_LINES of them."""
-        target = self.resolve(path)
-        if not target.is_file():
-            raise SandboxError(f"{path!r} is not a file in the workspace")
-        lines = target.read_text(errors="replace").splitlines()
+        lines = self.file(path).read_text(errors="replace").splitlines()
         start = max(1, int(start_line or 1))
         end = len(lines) if end_line is None else min(len(lines), int(end_line))
         end = min(end, start + MAX_READ_LINES - 1)
@@ -98,14 +116,13 @@ class Workspace:
         if target == self.root or target.is_dir():
             raise SandboxError(f"{path!r} is a directory")
         target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # a new file: never written into a hard link's other name
         target.write_text(content)
         return f"wrote {self.rel(target)} ({len(content.splitlines())} lines)"
 
     def replace(self, path: str, search: str, replace: str, replace_all: bool = False) -> str:
         """Exact search/replace. `search` must occur exactly once unless replace_all is set."""
-        target = self.resolve(path)
-        if not target.is_file():
-            raise SandboxError(f"{path!r} is not a file in the workspace")
+        target = self.file(path)
         if not search:
             raise SandboxError("search text is empty")
         text = target.read_text()

@@ -1,10 +1,19 @@
 """The search engine: one crash-safe, resumable loop shared by every strategy.
 
-Each iteration n leaves its work in `candidates/<n>/` step by step (proposal.json + kernel.py,
-then eval.json, then confirm.json, then the lineage commit) and ends with ONE archive transaction.
-A run killed at any moment resumes at iteration count+1 and re-uses whatever that iteration had
-already finished, so no finished evaluation is repeated and no iteration number is reused. The
-evaluate function is injected (the real evaluator in avo.search.run, fakes in the tests).
+Each iteration n leaves its work step by step (the proposal, then its evaluation, then its
+confirmation, then the lineage commit) and ends with ONE archive transaction. A run killed at any
+moment resumes at iteration count+1 and re-uses whatever that iteration had already finished, so
+no finished evaluation is repeated and no iteration number is reused. The evaluate function is
+injected (the real evaluator in avo.search.run, fakes in the tests).
+
+The candidate's kernel is hostile code that runs as the same user, so nothing the engine decides
+is read back from a file a candidate could have rewritten: the work of iteration n is recorded in
+`results/<n>/` as signed records (avo.search.results: proposal.json with the submitted source,
+eval.json, confirm.json, each bound to the exact kernel bytes), and `candidates/<n>/` holds the
+kernel file the evaluator is given (checked, and rewritten if changed, before each use), the
+operator's workspace and transcript, and a copy of the proposal for people (never read back).
+The kernel file of every archived version is checked against its recorded hash before it is used
+and restored from its lineage commit if something rewrote it.
 
 With `parallel` = k > 1 the engine works in rounds of k iterations: it proposes them at once
 (operator calls in threads, each with its own workspace, iteration number and RNG stream, all
@@ -30,9 +39,11 @@ from typing import Any, Callable, Optional
 from avo.archive import Archive, Candidate, Version, source_hash
 from avo.config import ConfigError
 from avo.evaluate.result import EvalResult
-from avo.lineage import Lineage
+from avo.lineage import Lineage, LineageError
 from avo.logging.base import MultiLogger, NullLogger
 from avo.operators.base import Operator, OperatorError, Proposal, VariationContext
+from avo.operators.transcript import REDACTED, secret_values
+from avo.search import results
 from avo.search.acceptance import Verdict
 from avo.search.budgets import Budgets, Usage, exhausted, remaining
 from avo.search.seed import Seed
@@ -47,21 +58,16 @@ EVENTS = "events.jsonl"
 CONFIRM_STAGES = ("compile", "correctness", "benchmark")
 OPERATOR_ERROR = "operator_error"
 DUPLICATE = "duplicate"
+# What a saved proposal must hold for a resume to use it.
+PROPOSAL_FIELDS = {"parent", "operator", "intervention", "directive", "rationale", "tokens", "cost_usd",
+                   "transcript", "error", "propose_s", "kernel_sha256", "source"}
 
 
 def cand_dir(run_dir: Path, cid: int) -> Path:
     return Path(run_dir) / CANDIDATES / f"{cid:04d}"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """All or nothing: a kill leaves either the old file (or none) or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+write_atomic = results.write_atomic  # all or nothing; never writes through a planted symlink
 
 
 def _first_line(text: Optional[str]) -> str:
@@ -98,6 +104,9 @@ class Engine:
         self._events_lock = threading.Lock()
         self.archive = Archive(self.run_dir)
         self.lineage = Lineage.of_run(self.run_dir)
+        self._key = results.secret(self.run_dir)  # read once: what a candidate writes later cannot change it
+        # Credentials of this environment, kept out of every record whatever a candidate printed.
+        self._secrets = secret_values()
         self._t0 = clock()
         self._elapsed0 = float(self.archive.get_meta("elapsed_s", 0.0))
 
@@ -113,15 +122,106 @@ class Engine:
         with self._events_lock, (self.run_dir / EVENTS).open("a") as f:
             f.write(json.dumps({"time": round(time.time(), 3), "pid": os.getpid(), **payload}) + "\n")
 
-    def _evaluate(self, cid: int, kind: str, kernel: Path, out: Path, **kwargs: Any) -> tuple[EvalResult, float]:
-        """Run (or, after a crash, re-read) one evaluation; its JSON lands in `out`."""
-        if out.is_file():
-            return EvalResult.read(out), 0.0
+    def _rel(self, path: Path) -> str:
+        return str(path.relative_to(self.run_dir))
+
+    def _load(self, path: Path, kind: str, cid: int, sha: Optional[str] = None) -> Optional[results.Record]:
+        """A record this search signed (about kernel bytes `sha`, when given); else None, noted
+        in the events when a file was there but is not to be believed."""
+        if not (path.exists() or path.is_symlink()):
+            return None
+        try:
+            record = results.read(path, key=self._key, kind=kind, candidate=cid)
+            if sha is not None and record.kernel_sha256 != sha:
+                raise results.Rejected("it is about other kernel bytes")
+            return record
+        except results.Rejected as exc:
+            self._event(event="rejected", file=self._rel(path), reason=str(exc))
+            return None
+
+    def _restore(self, path: Path, data: str | bytes, what: str, **event: Any) -> None:
+        """Rewrite a file something else changed, and say so."""
+        write_atomic(path, data)
+        self._event(event="restored", file=self._rel(path), what=what, reason="the file had been modified", **event)
+        self.logger.message(f"warning: {self._rel(path)} ({what}) had been modified on disk; restored")
+
+    def _pin(self, kernel: Path, source: str, sha: str, what: str) -> None:
+        """Make `kernel` hold exactly the submitted `source` (hash `sha`) before it is used."""
+        if results.file_digest(kernel) != sha:
+            self._restore(kernel, source, what)
+
+    def _version_source(self, v: Version) -> str:
+        """The kernel of an archived version, checked against its recorded hash before any use;
+        a file something rewrote is restored from the version's lineage commit."""
+        path = self.run_dir / v.path
+        data = results.read_regular(path)
+        if data is not None and results.digest(data) == v.source_hash:
+            return data.decode()
+        try:
+            data = self.lineage.blob(v.sha)
+        except LineageError:
+            data = None
+        if data is None or results.digest(data) != v.source_hash:
+            raise ConfigError(f"the kernel of version {v.version} ({v.path}) was modified on disk and lineage "
+                              f"commit {v.sha[:10]} does not hold it either: this run dir cannot be trusted")
+        self._restore(path, data, f"version {v.version}", version=v.version, sha=v.sha)
+        return data.decode()
+
+    def _blob_digest(self, sha: str) -> Optional[str]:
+        try:
+            return results.digest(self.lineage.blob(sha))
+        except LineageError:
+            return None
+
+    def _lineage_commit(self, cid: int, source: str, rationale: str, trailers: dict[str, object],
+                        **kw: Any) -> str:
+        """The lineage commit of candidate `cid` holding exactly `source`: the one a run killed after
+        committing (before its archive row) left, else a new one; verified either way."""
+        h = source_hash(source)
+        found = self.lineage.find_candidate(cid)
+        if found is not None:
+            if self._blob_digest(found.sha) == h:
+                return found.sha
+            self._event(event="rejected", file=f"lineage@{found.sha}", reason=f"claims candidate {cid} "
+                        "but holds another kernel")
+        sha = self.lineage.commit(source, rationale, trailers, **kw)
+        if self._blob_digest(sha) != h:
+            raise ConfigError(f"lineage commit {sha[:10]} of candidate {cid} does not hold the kernel that was "
+                              f"evaluated: something else is writing into {self.lineage.path}")
+        return sha
+
+    def _redact(self, text: Optional[str]) -> Optional[str]:
+        """`text` without the values of this environment's credentials (exact values only: a
+        pattern would also eat ordinary words of a rationale)."""
+        if text:
+            for value in self._secrets:
+                text = text.replace(value, REDACTED)
+        return text
+
+    def _scrub(self, result: EvalResult) -> EvalResult:
+        """The evaluator's free text can carry what a candidate printed: no credential of ours."""
+        result.message = self._redact(result.message)
+        result.notes = [self._redact(str(n)) for n in result.notes or []]
+        result.incumbent_status = self._redact(result.incumbent_status)
+        return result
+
+    def _evaluate(self, cid: int, kind: str, kernel: Path, source: str, sha: str,
+                  **kwargs: Any) -> tuple[EvalResult, float]:
+        """Run (or, after a crash, re-read) one evaluation of exactly `source` (hash `sha`), kept
+        as a signed record in results/<cid>/ (eval.json; confirm.json for a confirmation)."""
+        out = results.path(self.run_dir, cid, "confirm" if kind == "confirm" else "eval")
+        saved = self._load(out, kind, cid, sha)
+        if saved is not None:
+            try:
+                return EvalResult.from_dict(saved.result), 0.0
+            except (TypeError, ValueError, KeyError, AttributeError):  # ours, but of another schema
+                self._event(event="rejected", file=self._rel(out), reason="an EvalResult of another schema")
+        self._pin(kernel, source, sha, f"candidate {cid}")
         self._event(event="evaluate", candidate=cid, kind=kind, phase="start")
         t = self.clock()
-        result = self.evaluate(kernel, **kwargs)
+        result = self._scrub(self.evaluate(kernel, **kwargs))
         seconds = self.clock() - t
-        write_atomic(out, json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        results.sign(out, result.to_dict(), key=self._key, kind=kind, candidate=cid, kernel_sha256=sha)
         self._event(event="evaluate", candidate=cid, kind=kind, phase="done", status=result.status)
         return result, seconds
 
@@ -153,26 +253,27 @@ class Engine:
         if self.archive.best() is not None:
             return
         seed = seed() if callable(seed) else seed
-        d = cand_dir(self.run_dir, 0)
-        kernel = d / "kernel.py"
-        if not kernel.is_file() or kernel.read_text() != seed.source:  # new, or the seed was changed
-            write_atomic(kernel, seed.source)
-            (d / "eval.json").unlink(missing_ok=True)
-        source = kernel.read_text()
-        result, _ = self._evaluate(0, "seed", kernel, d / "eval.json")
+        kernel = cand_dir(self.run_dir, 0) / "kernel.py"
+        source, h = seed.source, source_hash(seed.source)
+        if results.file_digest(kernel) != h:  # new, or the seed was changed
+            write_atomic(kernel, source)
+        # A seed may wrap a library's attention (the B200 FA4 seed): it runs, its result says
+        # own_code false, and no candidate that still calls the library can be accepted after it.
+        result, _ = self._evaluate(0, "seed", kernel, source, h, allow_library=True)
         if not result.ok or result.score is None:
-            os.replace(d / "eval.json", d / "eval.failed.json")  # a re-run evaluates it afresh
+            out = results.path(self.run_dir, 0, "eval")
+            failed = out.with_name("eval.failed.json")
+            os.replace(out, failed)  # a re-run evaluates it afresh
             raise ConfigError(f"the seed kernel ({seed.origin}) does not pass the evaluator: {result.status} "
-                              f"at {result.stage}: {_first_line(result.message)} (see {d / 'eval.failed.json'})")
+                              f"at {result.stage}: {_first_line(result.message)} (see {failed})")
         self.lineage.init()
         rationale = f"seed: {seed.origin}"
-        found = self.lineage.find_candidate(0)
-        sha = found.sha if found else self.lineage.commit(
-            source, rationale, self._trailers(0, None, "seed", result),
+        sha = self._lineage_commit(
+            0, source, rationale, self._trailers(0, None, "seed", result),
             extra_files={"README.md": f"# lineage of {self.info.get('name', 'avo run')}\n\n"
                                       f"One commit per accepted kernel version; the first is the seed "
                                       f"({seed.origin}). Trailers carry the measured scores.\n"})
-        version = Version(0, 0, sha, source_hash(source), result.score, result.speedups,
+        version = Version(0, 0, sha, h, result.score, result.speedups,
                           [asdict(s) for s in result.shapes], rationale, str(kernel.relative_to(self.run_dir)))
         self.archive.add_seed(version, meta={"seed_origin": seed.origin, "elapsed_s": self.elapsed()})
         self._log_version(version, step=0)
@@ -210,9 +311,9 @@ class Engine:
         return {n: plan if i == 0 else Plan(plan.parent) for i, n in enumerate(new)}
 
     def _proposals(self, ns: list[int], history: list[Candidate], versions: list[Version]) -> dict[int, dict[str, Any]]:
-        """Each iteration's proposal, made once and kept in its proposal.json (+ kernel.py); the
+        """Each iteration's proposal, made once and kept signed in results/<n>/proposal.json; the
         missing ones are made concurrently, each with its own workspace, iteration and RNG."""
-        saved = {n: json.loads(p.read_text()) for n in ns if (p := cand_dir(self.run_dir, n) / "proposal.json").is_file()}
+        saved = {n: p for n in ns if (p := self._saved_proposal(n)) is not None}
         plans = self._plans(ns, saved, history, versions)
         contexts = {n: self._context(n, plan, versions) for n, plan in plans.items()}
         for n in contexts:  # who else is proposed in this round (the knob operator keeps them apart)
@@ -221,17 +322,39 @@ class Engine:
         made = concurrently([lambda n=n: self._propose(n, *contexts[n], threaded) for n in contexts])
         return {**saved, **dict(zip(contexts, made))}
 
+    def _saved_proposal(self, n: int) -> Optional[dict[str, Any]]:
+        """Iteration n's proposal as this search recorded it before a crash, or None (then it is
+        proposed again); the copy in candidates/<n>/ is for people and never read."""
+        record = self._load(results.path(self.run_dir, n, "proposal"), "proposal", n)
+        if record is None:
+            return None
+        if not PROPOSAL_FIELDS <= set(record.result):  # ours, but of another schema
+            self._event(event="rejected", file=self._rel(results.path(self.run_dir, n, "proposal")),
+                        reason="fields missing")
+            return None
+        return record.result
+
+    def _result_of(self, v: Version) -> Optional[EvalResult]:
+        """A version's own evaluation, when its signed record is at hand."""
+        saved = results.load(results.path(self.run_dir, v.candidate, "eval"), key=self._key,
+                             kind="seed" if v.candidate == 0 else "candidate", candidate=v.candidate,
+                             kernel_sha256=v.source_hash or "")
+        try:
+            return EvalResult.from_dict(saved) if saved is not None else None
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return None
+
     def _context(self, n: int, plan: Plan, versions: list[Version]) -> tuple[VariationContext, dict[str, Any]]:
         d = cand_dir(self.run_dir, n)
         parent = self.archive.version_of(plan.parent)
-        parent_source = (self.run_dir / parent.path).read_text()
-        parent_eval = cand_dir(self.run_dir, plan.parent) / "eval.json"
+        parent_source = self._version_source(parent)
+        self._version_source(versions[-1])  # the incumbent, which the agent may time against
         step = plan.intervention
         if step is not None:
             self.logger.message(f"supervisor ({step.kind}) at iteration {n}: {_first_line(step.directive)}")
         ctx = VariationContext(
             iteration=n, parent_id=str(plan.parent), parent_source=parent_source,
-            parent_result=EvalResult.read(parent_eval) if parent_eval.is_file() else None,
+            parent_result=self._result_of(parent),
             run_dir=self.run_dir, workspace=d / "workspace", rng=random.Random(f"{self.seed}:{n}"),
             evaluate=self.evaluate, lineage=self.lineage, archive=self.archive,
             directive=step.directive if step else None,
@@ -250,20 +373,27 @@ class Engine:
         if threaded:  # SQLite connections belong to the thread that opened them
             ctx.archive = archive = Archive(self.run_dir)
         t = self.clock()
+        source: Optional[str] = None
         try:
             proposal: Proposal = self.operator.propose(ctx)
-            record.update(rationale=proposal.rationale, tokens=proposal.tokens, cost_usd=proposal.cost_usd,
-                          transcript=proposal.transcript, error=None)
-            write_atomic(d / "kernel.py", proposal.source)
+            source = proposal.source
+            # The submitted bytes are hashed here, once: they, and only they, are evaluated and committed.
+            record.update(rationale=self._redact(proposal.rationale), tokens=proposal.tokens,
+                          cost_usd=proposal.cost_usd, transcript=proposal.transcript, error=None,
+                          kernel_sha256=source_hash(source))
+            write_atomic(d / "kernel.py", source)
         except OperatorError as exc:
             record.update(rationale=None, tokens=int(getattr(exc, "tokens", 0) or 0),
-                          cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), transcript=None, error=str(exc))
+                          cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), transcript=None,
+                          error=self._redact(str(exc)), kernel_sha256=None)
         finally:
             if archive is not None:
                 archive.close()
         record["propose_s"] = self.clock() - t
-        write_atomic(d / "proposal.json", json.dumps(record, indent=2) + "\n")
-        return record
+        results.sign(results.path(self.run_dir, n, "proposal"), {**record, "source": source}, key=self._key,
+                     kind="proposal", candidate=n, kernel_sha256=record["kernel_sha256"])
+        write_atomic(d / "proposal.json", json.dumps(record, indent=2) + "\n")  # for people; never read back
+        return {**record, "source": source}
 
     def iterate(self, n: int) -> Candidate:
         return self.round([n])[0]
@@ -281,13 +411,13 @@ class Engine:
         todo, hashes = [], set()
         for n in ns:
             if proposals[n]["error"] is None:
-                h = source_hash((cand_dir(self.run_dir, n) / "kernel.py").read_text())
+                h = proposals[n]["kernel_sha256"]
                 if h not in hashes and self._same_source(h, versions) is None:
                     todo.append(n)
                 hashes.add(h)
         evaluated = concurrently([
             lambda n=n: self._evaluate(n, "candidate", cand_dir(self.run_dir, n) / "kernel.py",
-                                       cand_dir(self.run_dir, n) / "eval.json") for n in todo])
+                                       proposals[n]["source"], proposals[n]["kernel_sha256"]) for n in todo])
         done = dict(zip(todo, evaluated))
         return [self._decide(n, proposals[n], done.get(n), t_start) for n in ns]
 
@@ -305,10 +435,9 @@ class Engine:
         result = confirm = None
         if p["error"] is None:
             kernel = d / "kernel.py"
-            source = kernel.read_text()
-            parent_v = self.archive.version_of(p["parent"])
-            parent_source = (self.run_dir / parent_v.path).read_text()
-            cand.source_hash = source_hash(source)
+            source = p["source"]
+            parent_source = self._version_source(self.archive.version_of(p["parent"]))
+            cand.source_hash = p["kernel_sha256"]
             cand.diff = "".join(difflib.unified_diff(
                 parent_source.splitlines(keepends=True), source.splitlines(keepends=True),
                 f"candidates/{p['parent']:04d}/kernel.py", f"candidates/{n:04d}/kernel.py"))
@@ -317,15 +446,17 @@ class Engine:
                 cand.status, cand.verdict, cand.score = DUPLICATE, DUPLICATE, same[1]
                 cand.message = f"same source as candidate {same[0]}; not evaluated again"
             else:
-                result, cand.eval_s = evaluated or self._evaluate(n, "candidate", kernel, d / "eval.json")
+                result, cand.eval_s = evaluated or self._evaluate(n, "candidate", kernel, source, cand.source_hash)
                 verdict: Verdict = self.strategy.judge(result, best.score)
                 if verdict.passed_screen and self.strategy.confirms:
-                    incumbent = self.run_dir / best.path
-                    confirm, cand.confirm_s = self._evaluate(n, "confirm", kernel, d / "confirm.json",
-                                                             incumbent=incumbent, stages=CONFIRM_STAGES)
+                    self._version_source(best)  # the incumbent's file is what was accepted, or restored
+                    confirm, cand.confirm_s = self._evaluate(n, "confirm", kernel, source, cand.source_hash,
+                                                             incumbent=self.run_dir / best.path,
+                                                             stages=CONFIRM_STAGES)
                     verdict = self.strategy.judge_confirmation(confirm)
-                self._fill(cand, result, confirm, verdict, d)
+                self._fill(cand, result, confirm, verdict)
                 if verdict.accepted:
+                    self._pin(kernel, source, cand.source_hash, f"candidate {n}")  # the version's file
                     version = self._commit(cand, source, result, confirm, len(versions), kernel)
         cand.wall_s = self.clock() - t_start
         self.archive.record(cand, version, meta={"elapsed_s": self.elapsed()})
@@ -342,24 +473,21 @@ class Engine:
         earlier = self.archive.find_hash(h)
         return (earlier.id, earlier.score) if earlier else None
 
-    def _fill(self, cand: Candidate, result: EvalResult, confirm: EvalResult | None, verdict: Verdict,
-              d: Path) -> None:
+    def _fill(self, cand: Candidate, result: EvalResult, confirm: EvalResult | None, verdict: Verdict) -> None:
         cand.status, cand.stage = result.status, result.stage
         cand.message = verdict.reason if result.ok else _first_line(result.message) or verdict.reason
         cand.verdict, cand.accepted = verdict.label, verdict.accepted
         cand.score, cand.speedups = result.score, result.speedups
         cand.metrics = [asdict(s) for s in result.shapes]
-        cand.result_path = str((d / "eval.json").relative_to(self.run_dir))
+        cand.result_path = self._rel(results.path(self.run_dir, cand.id, "eval"))
         if confirm is not None:
             cand.incumbent_ratio = confirm.incumbent_ratio
             cand.incumbent_ratio_spread = confirm.incumbent_ratio_spread
 
     def _commit(self, cand: Candidate, source: str, result: EvalResult, confirm: EvalResult | None,
                 number: int, kernel: Path) -> Version:
-        # A run killed after the commit but before the archive row finds its commit here.
-        found = self.lineage.find_candidate(cand.id)
-        sha = found.sha if found else self.lineage.commit(
-            source, cand.rationale or "", self._trailers(cand.id, cand.parent, cand.operator, result, confirm))
+        sha = self._lineage_commit(cand.id, source, cand.rationale or "",
+                                   self._trailers(cand.id, cand.parent, cand.operator, result, confirm))
         cand.version, cand.lineage_sha = number, sha
         return Version(number, cand.id, sha, cand.source_hash, result.score, result.speedups, cand.metrics,
                        cand.rationale, str(kernel.relative_to(self.run_dir)))
@@ -396,6 +524,7 @@ class Engine:
         row = {"version": version.version, "candidate": version.candidate, "sha": version.sha,
                "score": version.score, "rationale": _first_line(version.rationale)}
         row.update({f"speedup_vs_{k}": v for k, v in (version.speedups or {}).items()})
+        self._version_source(version)  # what is logged as the version's kernel is that version
         self.logger.version(row, self.run_dir / version.path)
         rows = []
         for v in self.archive.versions():

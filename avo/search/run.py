@@ -3,7 +3,10 @@
 Everything of a run lives in its run dir (Hydra's `hydra.run.dir`):
     lineage/            git repo, one commit per accepted version (kernel.py; README.md)
     archive.sqlite      tables candidates (one row per iteration), versions, meta
-    candidates/NNNN/    kernel.py, proposal.json, eval.json, confirm.json, workspace/ (0000 = the seed)
+    candidates/NNNN/    kernel.py, workspace/, transcript, proposal.json (a copy for people) (0000 = the seed)
+    results/NNNN/       proposal.json, eval.json, confirm.json: the search's own records, signed (HMAC)
+                        and bound to the kernel's bytes; nothing else is believed on resume
+    .avo/secret         the run's HMAC key (0600); an evaluator must keep candidates away from it
     metrics.jsonl       per-iteration metrics (always); console.log: the progress lines
     events.jsonl        evaluation starts/ends, starts/stops of the process (for audits and tests)
     wandb/, wandb_id    the W&B run (offline by default) and its id, kept across resumes
@@ -49,19 +52,25 @@ def evaluator_settings(cfg: Any) -> EvaluatorConfig:
     return EvaluatorConfig(**_plain(cfg.evaluator))
 
 
-def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateFn:
+def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None, *,
+                   hide: Sequence[str | Path] = ()) -> EvaluateFn:
     """The evaluator with this run's suite, device, settings and baselines filled in.
 
     A confirmation run (one with an incumbent) times no baselines: only the ratio matters there.
     Its `slots` attribute is how many evaluations it runs at once (the pool's GPUs, else 1).
+    `hide`: paths no kernel's process of the real evaluator may see (build_engine: the run dir,
+    with its secret, archive, lineage and every other candidate's files).
     """
     errors: tuple[type[BaseException], ...] = ()
+    extra: dict[str, Any] = {}
     # A pool's `evaluate` handed in (DevicePool(...).evaluate) runs as many at once as it has GPUs.
     slots = int(getattr(getattr(evaluate, "__self__", None), "size", 1) or 1)
     if evaluate is None:  # the real one, imported only when needed
         from avo.evaluate.api import EvaluatorError, UsageError, evaluate
 
         errors = (EvaluatorError, UsageError)
+        if hide:
+            extra["hide"] = tuple(str(p) for p in hide)
         if cfg.hardware.device == "cuda":
             # Each evaluation pinned to one free GPU, and a per-GPU lock file so that two jobs on a
             # node never time on the same GPU at once.
@@ -77,11 +86,14 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None) -> EvaluateF
     device, baselines = cfg.hardware.device, tuple(cfg.hardware.baselines)
 
     def bound(kernel, *, suite: Optional[Sequence] = None, incumbent=None, stages: Optional[Sequence[str]] = None,
-              timeout: Optional[float] = None):
+              timeout: Optional[float] = None, allow_library: bool = False):
+        more = dict(extra)
+        if allow_library and errors:  # the real evaluator (an injected one need not know the rule)
+            more["allow_library"] = True
         try:
             return evaluate(kernel, shapes if suite is None else suite, device=device, settings=settings,
                             incumbent=incumbent, baselines=() if incumbent is not None else baselines,
-                            timeout=timeout, stages=tuple(stages or DEFAULT_STAGES))
+                            timeout=timeout, stages=tuple(stages or DEFAULT_STAGES), **more)
         except errors as exc:  # this machine cannot evaluate at all (no GPU for device=cuda, ...)
             raise ConfigError(f"the evaluator cannot run: {exc}") from None
 
@@ -113,7 +125,7 @@ def build_engine(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn
     operator = operator or make_operator(cfg, run_dir)
     info = {"name": cfg.name, "strategy": strategy.name, "operator": operator.name,
             "suite": cfg.attention.suite, "device": cfg.hardware.device, "seed_kernel": cfg.hardware.seed_kernel}
-    bound = bind_evaluator(cfg, evaluate)
+    bound = bind_evaluator(cfg, evaluate, hide=(run_dir,))
     return Engine(run_dir, strategy=strategy, operator=operator, evaluate=bound,
                   budgets=Budgets.from_config(cfg.search), seed=int(cfg.search.seed),
                   logger=logger if logger is not None else build_logger(cfg, run_dir, console=console),

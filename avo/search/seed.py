@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from avo.archive import open_run
 from avo.config import ConfigError
 from avo.lineage import Lineage, LineageError
 from avo.paths import resolve
+from avo.search.results import digest
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ def from_file(path: str) -> Seed:
 
 
 def from_run(run_dir: str) -> Seed:
+    """The run's best version: the archive's, its kernel read from the lineage commit and checked
+    against the hash the archive recorded (the run's files may have been rewritten by a candidate);
+    a lineage without an archive gives its last commit."""
     lineage = Lineage.of_run(resolve(run_dir))
     if not lineage.exists():
         raise ConfigError(f"search.transfer_from={run_dir!r} has no lineage/ (is it a run dir?)")
@@ -48,7 +53,18 @@ def from_run(run_dir: str) -> Seed:
         sha = lineage.head()
         if sha is None:
             raise ConfigError(f"search.transfer_from={run_dir!r}: its lineage has no version yet")
-        return Seed(lineage.show(sha), f"transferred from {resolve(run_dir)}@{sha}")
+        try:
+            with open_run(resolve(run_dir)) as archive:
+                best = archive.best()
+        except FileNotFoundError:
+            best = None
+        if best is None:
+            return Seed(lineage.show(sha), f"transferred from {resolve(run_dir)}@{sha}")
+        source = lineage.blob(best.sha)
+        if digest(source) != best.source_hash:
+            raise ConfigError(f"search.transfer_from={run_dir!r}: lineage commit {best.sha[:10]} does not hold "
+                              f"the kernel of version {best.version} that its archive recorded")
+        return Seed(source.decode(), f"transferred from {resolve(run_dir)}@{best.sha}")
     except LineageError as exc:
         raise ConfigError(f"search.transfer_from={run_dir!r}: {exc}") from None
 

@@ -141,6 +141,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except OSError as exc:  # --rationale-file that cannot be read
         print(f"avo tool: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnicodeDecodeError:  # ... or is no text: say so, without quoting its bytes
+        print("avo tool: the --rationale-file is not UTF-8 text", file=sys.stderr)
+        return EXIT_USAGE
     state = json.loads(Path(state_file).read_text())
     try:
         reply = call(state["socket"], tool, args)
