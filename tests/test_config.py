@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from avo import config as avo_config
 from avo.paths import conf_dir
 
-EXPERIMENTS = ["smoke", "mha_b200", "gqa_b200", "mha_h100", "gqa_h100"]
+EXPERIMENTS = ["smoke", "mha_b200", "gqa_b200", "mha_h100", "gqa_h100", "paper_h200"]
 GROUPS = ["model", "agent", "knowledge", "search", "attention", "hardware", "evaluator", "logger"]
 
 avo_config.register()
@@ -42,6 +42,11 @@ def test_experiments_pick_the_documented_groups():
     gqa = _compose(["+experiment=gqa_b200"])
     assert gqa.hardware.arch == "sm_100a" and "NOT OURS" in gqa.hardware.seed_note
     assert all(s.heads_q > s.heads_kv for s in gqa.attention.shapes)
+    paper = _compose(["+experiment=paper_h200"])
+    assert (paper.hardware.name, paper.attention.suite, len(paper.attention.shapes)) == ("h200", "paper", 24)
+    assert list(paper.hardware.baselines) == ["cudnn", "fa3", "fa4"]
+    assert {(s.heads_q, s.heads_kv) for s in paper.attention.shapes} == {(16, 16), (32, 4), (32, 8)}
+    assert {s.batch * s.seqlen for s in paper.attention.shapes} == {32768}
     smoke = _compose(["+experiment=smoke"])
     assert (smoke.agent.kind, smoke.hardware.device, smoke.logger.mode) == ("knob", "cpu", "offline")
 

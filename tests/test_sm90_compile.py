@@ -96,3 +96,29 @@ def test_d64_tile_choice_follows_the_work_model():
     small = MOD.effective_knobs(knobs, 64, 1024, True)
     assert small["pingpong_d64"] is False
     MOD.compile_kernel(small, 64, True, 1, tvm_ffi=False)  # the configuration it switches to compiles
+
+
+def test_paper_grid_gqa_ratio_8_compiles():
+    """The paper grid's 32/4 GQA rows run ratio 8 (non-causal: the static persistent path)."""
+    compiled, _ = MOD.compile_kernel(dict(MOD.KNOBS), 128, False, 8, tvm_ffi=False)
+    assert compiled is not None
+
+
+def test_host_knows_which_launches_use_the_counter():
+    """attention() decides on the host whether a launch needs a zeroed scheduler counter (and,
+    under CUDA graph capture, one of its own); that must match what the kernel compiles."""
+    for d in MOD.SUPPORTED_HEAD_DIMS:
+        for causal in (False, True):
+            for pc in (False, True):
+                for stages in MOD.KNOB_SPACE["num_stages"]:
+                    knobs = dict(MOD.KNOBS, persistent_causal=pc, num_stages=stages)
+                    try:
+                        MOD.check_knobs(knobs, d)
+                    except ValueError:
+                        continue
+                    bm, bn = MOD.tile_config(knobs, d)
+                    kern = MOD.Sm90FlashAttentionForward(d, 1, causal, block_m=bm, block_n=bn, num_stages=stages,
+                                                         persistent_causal=pc)
+                    assert kern.dynamic == MOD.uses_dynamic_scheduler(causal, pc, bm, bn, d, stages)
+                    if stages == MOD.KNOBS["num_stages"]:
+                        assert kern.dynamic == (causal and pc)  # the default tiles leave room for O

@@ -17,7 +17,9 @@ groups of heads whose K/V share L2):
   * causal: KV tiles above the diagonal are never loaded; only diagonal tiles are masked.  The
     producer warp fetches the next item index (atomicAdd) while it loads the current item and
     hands it to the consumers through an mbarrier-guarded smem ring; the last CTA to finish
-    zeroes the counter for the next launch (one counter per CUDA stream).
+    zeroes the counter.  Eager launches share one counter per (device, stream); each launch
+    captured in a CUDA graph gets its own, zeroed by a fill node captured with it
+    (`_scheduler_counter`).
   * `tiles_by_cost_d64`: head dim 64 runs 192-row tiles unless a padding-aware work model says
     128-row tiles are faster for this seqlen (seqlen 1024 causal: 192 pads to 1152 rows).
   * epilogue: O is normalised, written to smem with stmatrix and stored with one TMA store,
@@ -26,14 +28,35 @@ groups of heads whose K/V share L2):
     while they finish PV and the epilogue; otherwise O reuses the Q buffer.
 
 Contract: `attention(q, k, v, causal=False, softmax_scale=None, out=None)` on (batch, seqlen,
-heads, head_dim) bf16 CUDA tensors; GQA when k/v have fewer heads.  Compiled kernels are cached per
-(knobs, dtype, head dim, causal, GQA ratio); batch, seqlen and head count are dynamic.
+heads, head_dim) bf16 CUDA tensors; GQA when k/v have fewer heads; batch 0 or seqlen 0 gives an
+empty output and launches nothing.  Compiled kernels are cached per (knobs, dtype, head dim,
+causal, GQA ratio); batch, seqlen and head count are dynamic.  Device code reads its arguments
+from three frozen structs built once per CTA (`_Buffers`, `_MmaParams`, `_SchedParams`); only
+the pipeline states, which advance, are passed and returned separately.
+
+Credits.  This is our own code, written for this project, but its design follows published work:
+  * FlashAttention-3 (Shah, Bikshandi, Zhang, Thakkar, Ramani, Dao; github.com/Dao-AILab/
+    flash-attention, `hopper/`, BSD-3-Clause) and FlashAttention-4's CuTe DSL Hopper forward
+    (`flash_attn/cute/flash_fwd_sm90.py`, Tri Dao et al., BSD-3-Clause): the warp-specialized
+    producer/consumer pipeline with setmaxnreg register split (24/240), the intra-warpgroup
+    overlap of softmax with the next QK^T GEMM, the pingpong named barriers between consumer
+    warpgroups, persistent CTAs, and a dynamic tile scheduler on a global atomic counter with
+    longest query tiles first (FA3's DynamicPersistentTileScheduler).
+  * quack (Tri Dao et al., github.com/Dao-AILab/quack, Apache-2.0 per the LICENSE file in the
+    quack-kernels 0.6.5 wheel): `_acc_rows_cols` and `_acc_as_operand_a` follow its
+    `layout_utils.convert_layout_acc_mn` / `convert_layout_acc_frgA` (an MMA accumulator viewed
+    as rows x columns, and re-viewed as the A operand of the next WGMMA), `_wgmma` its
+    `sm90_utils.gemm` (fence, one gemm per K slice, commit, wait).
+  * The CUTLASS CuTe DSL examples (NVIDIA, github.com/NVIDIA/cutlass, examples/python/CuTeDSL,
+    BSD-3-Clause): the Hopper TMA/WGMMA/PipelineTmaAsync idioms.  The CuTe DSL package itself
+    (nvidia-cutlass-dsl) is distributed under NVIDIA's own license agreement.
 """
 
 import functools
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -134,6 +157,12 @@ def fits_separate_o(block_m, block_n, head_dim, num_stages, elem_bytes=2):
     loop needs it: the next tile's Q loads while this tile's O is being stored)."""
     extra = block_m * head_dim * elem_bytes
     return smem_bytes(block_m, block_n, head_dim, num_stages, elem_bytes) + extra <= SMEM_LIMIT_BYTES
+
+
+def uses_dynamic_scheduler(causal, persistent_causal, block_m, block_n, head_dim, num_stages):
+    """Whether a configuration runs the dynamic (atomic counter) scheduler: persistent causal
+    attention, when the O staging buffer fits. Only these launches read and write the counter."""
+    return bool(persistent_causal and causal and fits_separate_o(block_m, block_n, head_dim, num_stages, 2))
 
 
 def check_knobs(knobs, head_dim):
@@ -263,6 +292,74 @@ def _quad_sum(x: Float32) -> Float32:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Buffers:
+    """Q, K and V of one CTA: the global (s, d, h, b) views, their smem buffers, the TMA atoms
+    that load them and the Q and K/V pipelines between the producer warp and the consumers.
+    Built once per CTA, before the warp split."""
+
+    mQ: cute.Tensor
+    mK: cute.Tensor
+    mV: cute.Tensor
+    sQ: cute.Tensor
+    sK: cute.Tensor
+    sV: cute.Tensor
+    tma_atom_Q: cute.CopyAtom
+    tma_atom_K: cute.CopyAtom
+    tma_atom_V: cute.CopyAtom
+    pipe_q: object
+    pipe_k: object
+    pipe_v: object
+
+
+@dataclass(frozen=True)
+class _MmaParams:
+    """What a consumer thread's GEMMs, softmax and epilogue read. Built once per CTA; nothing in
+    it is reassigned afterwards (the register tensors are written in place), so it can be passed
+    into the device loops as one argument. The pipeline states, which do change, stay apart."""
+
+    # global tensors, O staging buffer and its TMA atom, the tiled MMAs, the pipelines
+    mQ: cute.Tensor
+    mK: cute.Tensor
+    mO: cute.Tensor
+    sO: cute.Tensor
+    tma_atom_O: cute.CopyAtom
+    tiled_mma_qk: cute.TiledMma
+    tiled_mma_pv: cute.TiledMma
+    pipe_q: object
+    pipe_k: object
+    pipe_v: object
+    scale_log2: Float32  # softmax scale * log2(e)
+    tidx: Int32  # thread index among the consumer threads
+    wg_idx: Int32  # consumer warpgroup index
+    # WGMMA operands: Q (smem) for QK^T, K and V^T stages (smem), P (registers) for PV
+    tSrQ0: cute.Tensor
+    tSrK: cute.Tensor
+    tOrVt: cute.Tensor
+    tOrP: cute.Tensor
+    # accumulators, their (row, column) views and the coordinates of S's elements
+    acc_S: cute.Tensor
+    acc_O: cute.Tensor
+    S_rc: cute.Tensor
+    O_rc: cute.Tensor
+    tScS: cute.Tensor
+    # online-softmax state per accumulator row of this thread
+    row_max: cute.Tensor
+    row_sum: cute.Tensor
+    row_scale: cute.Tensor
+
+
+@dataclass(frozen=True)
+class _SchedParams:
+    """The dynamic (causal) scheduler: the smem ring through which the producer warp hands work
+    item indices to the consumers, the global atomic counters and the L2 group size."""
+
+    pipe: object
+    sTile: cute.Tensor
+    counter: cute.Tensor
+    group: Int32
+
+
 class Sm90FlashAttentionForward:
     """One compiled configuration; knobs are constructor arguments, shapes stay dynamic."""
 
@@ -292,13 +389,13 @@ class Sm90FlashAttentionForward:
         self.intra_wg_overlap = intra_wg_overlap
         self.num_mma_wg = block_m // 64
         self.pingpong = pingpong and self.num_mma_wg >= 2
-        # persistent CTAs (non-causal only: equal work per tile, so a static round-robin balances;
-        # causal keeps one CTA per tile, launched longest-first) with O staged apart from Q
+        # persistent CTAs with O staged apart from Q; non-causal items are equal, so a static
+        # round-robin balances them; causal items differ in length (query tile i sees i+1 KV
+        # tiles), so persistent causal CTAs take items from a global atomic counter, longest
+        # first, instead (a fixed round-robin left some SMs with twice the work of others)
+        self.dynamic = uses_dynamic_scheduler(
+            is_causal, persistent_causal, block_m, block_n, head_dim, num_stages)
         fits_o = fits_separate_o(block_m, block_n, head_dim, num_stages, 2)
-        # causal work items differ in length (query tile i sees i+1 KV tiles), so persistent
-        # causal CTAs take items from a global atomic counter, longest first, instead of a
-        # fixed round-robin (which left some SMs with twice the work of others)
-        self.dynamic = persistent_causal and is_causal and fits_o
         self.persistent = (persistent and not is_causal and fits_o) or self.dynamic
         self.num_mma_threads = 128 * self.num_mma_wg
         self.num_threads = 128 * (self.num_mma_wg + 1)
@@ -344,7 +441,7 @@ class Sm90FlashAttentionForward:
         mO: cute.Tensor,  # (b, s, h, d)
         softmax_scale_log2: Float32,
         max_ctas: Int32,
-        mCounter: cute.Tensor,  # (2,) int32, zero between launches (the kernel resets it)
+        mCounter: cute.Tensor,  # (2,) int32, zero at launch (the kernel leaves it zero)
         sched_group: Int32,  # query heads whose items are handed out together (L2 reuse)
         stream,
     ):
@@ -477,7 +574,7 @@ class Sm90FlashAttentionForward:
                 defer_sync=True,
             )
             sTile = storage.sched_tile.get_tensor(cute.make_layout(_SCHED_SLOTS))
-            sched = (pipe_sched, sTile, mCounter, sched_group)
+            sched = _SchedParams(pipe_sched, sTile, mCounter, sched_group)
         cute.arch.mbarrier_init_fence()
         cute.arch.barrier()
 
@@ -502,20 +599,16 @@ class Sm90FlashAttentionForward:
             # the CTA's one work item, worked out once for producer and consumers
             coords = self._tile_coords(mQ, mK, None)
 
+        buf = _Buffers(mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V, pipe_q, pipe_k, pipe_v)
         if warp_idx < 4:
             cute.arch.setmaxregister_decrease(self.producer_regs)
             if warp_idx == 0:
-                self.load(
-                    mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-                    pipe_q, pipe_k, pipe_v, coords, sched,
-                )
+                self.load(buf, coords, sched)
         else:
             cute.arch.setmaxregister_increase(self.mma_regs)
             tidx = cute.arch.thread_idx()[0] - 128
-            self.mma(
-                mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
-                pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx, coords, sched,
-            )
+            self.mma(buf, mO, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, softmax_scale_log2,
+                     tidx, coords, sched)
 
     @cute.jit
     def _tile_coords(self, mQ, mK, tile):
@@ -567,38 +660,37 @@ class Sm90FlashAttentionForward:
         return self._item(mK, m_block, bh % mQ.shape[2], bh // mQ.shape[2])
 
     @cute.jit
-    def _publish(self, tile, sched, state):
+    def _publish(self, tile, sched: _SchedParams, state):
         """Producer warp: hand work item `tile` (>= the item count: stop) to the consumers."""
-        pipe_sched, sTile, _, _ = sched
-        pipe_sched.producer_acquire(state)
+        sched.pipe.producer_acquire(state)
         if cute.arch.lane_idx() == 0:
-            sTile[state.index] = tile
-            pipe_sched.producer_commit(state)
+            sched.sTile[state.index] = tile
+            sched.pipe.producer_commit(state)
 
     @cute.jit
-    def _receive(self, sched, state):
+    def _receive(self, sched: _SchedParams, state):
         """Consumer thread: the next work item's index."""
-        pipe_sched, sTile, _, _ = sched
-        pipe_sched.consumer_wait(state)
-        tile = sTile[state.index]
-        pipe_sched.consumer_release(state)
+        sched.pipe.consumer_wait(state)
+        tile = sched.sTile[state.index]
+        sched.pipe.consumer_release(state)
         return tile
 
     @cute.jit
     def _num_tiles(self, mQ):
         return cute.ceil_div(mQ.shape[0], self.block_m) * mQ.shape[2] * mQ.shape[3]
 
+    # ---- producer warp -------------------------------------------------------------------------
+
     @cute.jit
-    def load(
-        self, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-        pipe_q, pipe_k, pipe_v, coords, sched,
-    ):
+    def load(self, ld: _Buffers, coords, sched: _SchedParams):
+        """The producer warp: TMA loads of every work item of this CTA, in the order the
+        consumers take them (dynamic: fetched from the atomic counter one item ahead)."""
         state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, self.num_stages)
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, 1)
         if const_expr(self.dynamic):
-            _, _, mCounter, group = sched
+            mCounter, group = sched.counter, sched.group
             sched_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Producer, _SCHED_SLOTS)
-            num_tiles = self._num_tiles(mQ)
+            num_tiles = self._num_tiles(ld.mQ)
             num_ctas = cute.arch.grid_dim()[0]
             lane = cute.arch.lane_idx()
             tile = Int32(cute.arch.block_idx()[0])  # the first item of every CTA is its own
@@ -610,9 +702,7 @@ class Sm90FlashAttentionForward:
                 if lane == 0:
                     nxt = num_ctas + cute.arch.atomic_add(mCounter.iterator, Int32(1), scope="gpu")
                 state, q_state = self._load_tile(
-                    self._dynamic_coords(mQ, mK, tile, group), state, q_state, mQ, mK, mV, sQ,
-                    sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V, pipe_q, pipe_k, pipe_v,
-                )
+                    ld, self._dynamic_coords(ld.mQ, ld.mK, tile, group), state, q_state)
                 tile = cute.arch.shuffle_sync(nxt, 0)
             self._publish(tile, sched, sched_state)
             if lane == 0:
@@ -624,38 +714,32 @@ class Sm90FlashAttentionForward:
                     cute.arch.atomic_exch(mCounter.iterator + 1, Int32(0), scope="gpu")
         elif const_expr(self.persistent):
             for tile in cutlass.range(
-                cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
+                cute.arch.block_idx()[0], self._num_tiles(ld.mQ), cute.arch.grid_dim()[0], unroll=1
             ):
                 state, q_state = self._load_tile(
-                    self._tile_coords(mQ, mK, tile), state, q_state, mQ, mK, mV, sQ, sK, sV,
-                    tma_atom_Q, tma_atom_K, tma_atom_V, pipe_q, pipe_k, pipe_v,
-                )
+                    ld, self._tile_coords(ld.mQ, ld.mK, tile), state, q_state)
         else:
-            self._load_tile(
-                coords, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K,
-                tma_atom_V, pipe_q, pipe_k, pipe_v,
-            )
+            self._load_tile(ld, coords, state, q_state)
 
     @cute.jit
-    def _load_tile(
-        self, coords, state, q_state, mQ, mK, mV, sQ, sK, sV, tma_atom_Q, tma_atom_K, tma_atom_V,
-        pipe_q, pipe_k, pipe_v,
-    ):
+    def _load_tile(self, ld: _Buffers, coords, state, q_state):
         """TMA loads of one work item; returns the advanced producer states."""
         d = self.head_dim
         one = cute.make_layout(1)
         m_block, head_idx, batch_idx, head_kv, n_block_max = coords
-        gQ = cute.local_tile(mQ[None, None, head_idx, batch_idx], (self.block_m, d), (None, 0))
-        gK = cute.local_tile(mK[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
-        gV = cute.local_tile(mV[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
+        pipe_q, pipe_k, pipe_v = ld.pipe_q, ld.pipe_k, ld.pipe_v
+        tma_atom_Q, tma_atom_K, tma_atom_V = ld.tma_atom_Q, ld.tma_atom_K, ld.tma_atom_V
+        gQ = cute.local_tile(ld.mQ[None, None, head_idx, batch_idx], (self.block_m, d), (None, 0))
+        gK = cute.local_tile(ld.mK[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
+        gV = cute.local_tile(ld.mV[None, None, head_kv, batch_idx], (self.block_n, d), (None, 0))
         tQs, tQg = cpasync.tma_partition(
-            tma_atom_Q, 0, one, cute.group_modes(sQ, 0, 2), cute.group_modes(gQ, 0, 2)
+            tma_atom_Q, 0, one, cute.group_modes(ld.sQ, 0, 2), cute.group_modes(gQ, 0, 2)
         )
         tKs, tKg = cpasync.tma_partition(
-            tma_atom_K, 0, one, cute.group_modes(sK, 0, 2), cute.group_modes(gK, 0, 2)
+            tma_atom_K, 0, one, cute.group_modes(ld.sK, 0, 2), cute.group_modes(gK, 0, 2)
         )
         tVs, tVg = cpasync.tma_partition(
-            tma_atom_V, 0, one, cute.group_modes(sV, 0, 2), cute.group_modes(gV, 0, 2)
+            tma_atom_V, 0, one, cute.group_modes(ld.sV, 0, 2), cute.group_modes(gV, 0, 2)
         )
         # K of the first (last-in-sequence) tile, then Q, then K one tile ahead of V:
         # the consumer's QK^T of tile j+1 overlaps its PV of tile j.  In the persistent
@@ -684,11 +768,15 @@ class Sm90FlashAttentionForward:
         state.advance()
         return state, q_state
 
+    # ---- consumer warpgroups -------------------------------------------------------------------
+
     @cute.jit
     def mma(
-        self, mQ, mK, mO, sQ, sK, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
-        pipe_q, pipe_k, pipe_v, softmax_scale_log2, tidx, coords, sched,
+        self, buf: _Buffers, mO, sVt, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
+        softmax_scale_log2, tidx, coords, sched: _SchedParams,
     ):
+        """A consumer thread: builds its fragments once, then runs every work item of this CTA."""
+        mQ, mK, sQ, sK = buf.mQ, buf.mK, buf.sQ, buf.sK
         wg_idx = cute.arch.make_warp_uniform(tidx // 128)
         thr_qk = tiled_mma_qk.get_slice(tidx)
         wg_qk = tiled_mma_qk.get_slice(wg_idx * 128)
@@ -713,6 +801,11 @@ class Sm90FlashAttentionForward:
         row_max = cute.make_rmem_tensor(num_rows, Float32)
         row_sum = cute.make_rmem_tensor(num_rows, Float32)
         row_scale = cute.make_rmem_tensor(num_rows, Float32)
+        p = _MmaParams(
+            mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, buf.pipe_q, buf.pipe_k, buf.pipe_v,
+            softmax_scale_log2, tidx, wg_idx, tSrQ0, tSrK, tOrVt, tOrP, acc_S, acc_O, S_rc, O_rc,
+            tScS, row_max, row_sum, row_scale,
+        )
 
         if const_expr(self.pingpong):
             if wg_idx == 0:
@@ -724,18 +817,13 @@ class Sm90FlashAttentionForward:
         kv_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, self.num_stages)
         q_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, 1)
         if const_expr(self.dynamic):
-            _, _, _, group = sched
             sched_state = pipeline.make_pipeline_state(pipeline.PipelineUserType.Consumer, _SCHED_SLOTS)
             num_tiles = self._num_tiles(mQ)
             tile = self._receive(sched, sched_state)
             sched_state.advance()
             while tile < num_tiles:
                 kv_state, q_state = self._mma_tile(
-                    self._dynamic_coords(mQ, mK, tile, group), kv_state, q_state, mQ, mK, mO, sO,
-                    tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt,
-                    S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
-                    pipe_q, pipe_k, pipe_v, tidx, wg_idx,
-                )
+                    p, self._dynamic_coords(mQ, mK, tile, sched.group), kv_state, q_state)
                 tile = self._receive(sched, sched_state)
                 sched_state.advance()
         elif const_expr(self.persistent):
@@ -743,49 +831,38 @@ class Sm90FlashAttentionForward:
                 cute.arch.block_idx()[0], self._num_tiles(mQ), cute.arch.grid_dim()[0], unroll=1
             ):
                 kv_state, q_state = self._mma_tile(
-                    self._tile_coords(mQ, mK, tile), kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
-                tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
-                pipe_q, pipe_k, pipe_v, tidx, wg_idx,
-                )
+                    p, self._tile_coords(mQ, mK, tile), kv_state, q_state)
         else:
-            self._mma_tile(
-                coords, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv, acc_S, acc_O, tSrQ0,
-            tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale, softmax_scale_log2,
-            pipe_q, pipe_k, pipe_v, tidx, wg_idx,
-            )
+            self._mma_tile(p, coords, kv_state, q_state)
         if const_expr(self.persistent):
             # smem must outlive the last store's reads
             if tidx < 32:
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
 
     @cute.jit
-    def _mma_tile(
-        self, coords, kv_state, q_state, mQ, mK, mO, sO, tma_atom_O, tiled_mma_qk, tiled_mma_pv,
-        acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
-        softmax_scale_log2, pipe_q, pipe_k, pipe_v, tidx, wg_idx,
-    ):
+    def _mma_tile(self, p: _MmaParams, coords, kv_state, q_state):
         """One work item on the consumer side; returns the advanced consumer states."""
-        seqlen_k = mK.shape[0]
+        seqlen_k = p.mK.shape[0]
         m_block, head_idx, batch_idx, head_kv, n_block_max = coords
-        acc_O.fill(0.0)
-        pipe_q.consumer_wait(q_state)
+        p.acc_O.fill(0.0)
+        p.pipe_q.consumer_wait(q_state)
 
         # ---- first tile (the last in the sequence): always masked ----------------------
         n_block = n_block_max - 1
-        pipe_k.consumer_wait(kv_state)
+        p.pipe_k.consumer_wait(kv_state)
         if const_expr(not self.intra_wg_overlap):
-            self._sched_sync(wg_idx)
-        _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, 0)
-        pipe_k.consumer_release(kv_state)
-        self._release_q_after_last_qk(n_block, pipe_q, q_state)
-        self._mask(S_rc, tScS, m_block, n_block, seqlen_k, True)
-        self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, True)
-        _to_bf16(_acc_as_operand_a(acc_S), tOrP)
+            self._sched_sync(p.wg_idx)
+        _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, 0)
+        p.pipe_k.consumer_release(kv_state)
+        self._release_q_after_last_qk(n_block, p.pipe_q, q_state)
+        self._mask(p.S_rc, p.tScS, m_block, n_block, seqlen_k, True)
+        self._softmax(p.S_rc, p.row_max, p.row_sum, p.row_scale, p.scale_log2, True)
+        _to_bf16(_acc_as_operand_a(p.acc_S), p.tOrP)
         if const_expr(not self.intra_wg_overlap):
-            pipe_v.consumer_wait(kv_state)
-            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], True, 0)
-            self._sched_arrive(wg_idx)
-            pipe_v.consumer_release(kv_state)
+            p.pipe_v.consumer_wait(kv_state)
+            _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], True, 0)
+            self._sched_arrive(p.wg_idx)
+            p.pipe_v.consumer_release(kv_state)
             kv_state.advance()
 
         # ---- remaining tiles: diagonal ones masked, the rest not ----------------------
@@ -794,47 +871,33 @@ class Sm90FlashAttentionForward:
             n_block_min_causal = (m_block * self.block_m) // self.block_n
             n_masked = cutlass.max(n_block_max - 1 - n_block_min_causal, 0)
         for i in cutlass.range(n_masked, unroll=1):
-            kv_state = self._step(
-                n_block_max - 2 - i, True, kv_state, tiled_mma_qk, tiled_mma_pv, acc_S,
-                acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum,
-                row_scale, softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block,
-                seqlen_k, wg_idx,
-            )
+            kv_state = self._step(p, n_block_max - 2 - i, True, kv_state, q_state, m_block, seqlen_k)
         for i in cutlass.range(n_block_max - 1 - n_masked, unroll=1):
             kv_state = self._step(
-                n_block_max - 2 - n_masked - i, False, kv_state, tiled_mma_qk, tiled_mma_pv,
-                acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum,
-                row_scale, softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block,
-                seqlen_k, wg_idx,
-            )
+                p, n_block_max - 2 - n_masked - i, False, kv_state, q_state, m_block, seqlen_k)
         q_state.advance()
 
         # ---- last PV GEMM (overlap mode keeps one in hand) ------------------------------
         if const_expr(self.intra_wg_overlap):
-            pipe_v.consumer_wait(kv_state)
-            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
-            pipe_v.consumer_release(kv_state)
+            p.pipe_v.consumer_wait(kv_state)
+            _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], False, 0)
+            p.pipe_v.consumer_release(kv_state)
             kv_state.advance()
 
-        self._epilogue(
-            mO, sO, tma_atom_O, tiled_mma_pv, acc_O, O_rc, row_sum, tidx, m_block, head_idx,
-            batch_idx,
-        )
+        self._epilogue(p, m_block, head_idx, batch_idx)
         return kv_state, q_state
 
     @cute.jit
-    def _epilogue(
-        self, mO, sO, tma_atom_O, tiled_mma_pv, acc_O, O_rc, row_sum, tidx, m_block, head_idx,
-        batch_idx,
-    ):
+    def _epilogue(self, p: _MmaParams, m_block, head_idx, batch_idx):
         """Normalise O, stage it in smem with stmatrix, store it with one TMA copy."""
+        O_rc, row_sum, tidx, sO = p.O_rc, p.row_sum, p.tidx, p.sO
         for r in cutlass.range_constexpr(cute.size(O_rc, mode=[0])):
             total = _quad_sum(row_sum[r])
             bad = total == 0.0 or total != total
             inv = cute.arch.rcp_approx(total if not bad else 1.0)
             O_rc[r, None].store(O_rc[r, None].load() * inv)
-        rO = cute.make_fragment_like(acc_O, self.dtype)
-        rO.store(acc_O.load().to(self.dtype))
+        rO = cute.make_fragment_like(p.acc_O, self.dtype)
+        rO.store(p.acc_O.load().to(self.dtype))
         if const_expr(self.persistent):
             # the previous work item's store must be done reading sO
             if tidx < 32:
@@ -844,65 +907,62 @@ class Sm90FlashAttentionForward:
         st_atom = cute.make_copy_atom(
             cute.nvgpu.warp.StMatrix8x8x16bOp(transpose=False, num_matrices=4), self.dtype
         )
-        thr_st = cute.make_tiled_copy_C(st_atom, tiled_mma_pv).get_slice(tidx)
+        thr_st = cute.make_tiled_copy_C(st_atom, p.tiled_mma_pv).get_slice(tidx)
         cute.copy(st_atom, thr_st.retile(rO), thr_st.partition_D(sO))
         # make the generic-proxy smem writes visible to the TMA engine
         cute.arch.fence_view_async_shared()
         cute.arch.barrier(barrier_id=_BAR_EPILOGUE, number_of_threads=self.num_mma_threads)
         if tidx < 32:
             gO = cute.local_tile(
-                mO[None, None, head_idx, batch_idx], (self.block_m, self.head_dim), (m_block, 0)
+                p.mO[None, None, head_idx, batch_idx], (self.block_m, self.head_dim), (m_block, 0)
             )
             tOs, tOg = cpasync.tma_partition(
-                tma_atom_O, 0, cute.make_layout(1),
+                p.tma_atom_O, 0, cute.make_layout(1),
                 cute.group_modes(sO, 0, 2), cute.group_modes(gO, 0, 2),
             )
-            cute.copy(tma_atom_O, tOs, tOg)
+            cute.copy(p.tma_atom_O, tOs, tOg)
             cute.arch.cp_async_bulk_commit_group()
             if const_expr(not self.persistent):
                 cute.arch.cp_async_bulk_wait_group(0, read=True)
 
     @cute.jit
-    def _step(
-        self, n_block, masked: cutlass.Constexpr[bool], kv_state, tiled_mma_qk, tiled_mma_pv,
-        acc_S, acc_O, tSrQ0, tSrK, tOrP, tOrVt, S_rc, O_rc, tScS, row_max, row_sum, row_scale,
-        softmax_scale_log2, pipe_k, pipe_v, pipe_q, q_state, m_block, seqlen_k, wg_idx,
-    ):
+    def _step(self, p: _MmaParams, n_block, masked: cutlass.Constexpr[bool], kv_state, q_state,
+              m_block, seqlen_k):
         """One KV tile of the main loop; returns the advanced pipeline state."""
         if const_expr(self.intra_wg_overlap):
             v_state = kv_state.clone()
             kv_state.advance()
-            pipe_k.consumer_wait(kv_state)
-            self._sched_sync(wg_idx)
-            _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, -1)
-            pipe_v.consumer_wait(v_state)
-            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, v_state.index], False, -1)
-            self._sched_arrive(wg_idx)
+            p.pipe_k.consumer_wait(kv_state)
+            self._sched_sync(p.wg_idx)
+            _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, -1)
+            p.pipe_v.consumer_wait(v_state)
+            _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, v_state.index], False, -1)
+            self._sched_arrive(p.wg_idx)
             warpgroup.wait_group(1)
-            pipe_k.consumer_release(kv_state)
-            self._release_q_after_last_qk(n_block, pipe_q, q_state)
+            p.pipe_k.consumer_release(kv_state)
+            self._release_q_after_last_qk(n_block, p.pipe_q, q_state)
             if const_expr(masked):
-                self._mask(S_rc, tScS, m_block, n_block, seqlen_k, False)
-            self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, False)
+                self._mask(p.S_rc, p.tScS, m_block, n_block, seqlen_k, False)
+            self._softmax(p.S_rc, p.row_max, p.row_sum, p.row_scale, p.scale_log2, False)
             warpgroup.wait_group(0)
-            pipe_v.consumer_release(v_state)
-            _to_bf16(_acc_as_operand_a(acc_S), tOrP)
-            self._rescale(O_rc, row_scale)
+            p.pipe_v.consumer_release(v_state)
+            _to_bf16(_acc_as_operand_a(p.acc_S), p.tOrP)
+            self._rescale(p.O_rc, p.row_scale)
         else:
-            pipe_k.consumer_wait(kv_state)
-            self._sched_sync(wg_idx)
-            _wgmma(tiled_mma_qk, acc_S, tSrQ0, tSrK[None, None, None, kv_state.index], True, 0)
-            pipe_k.consumer_release(kv_state)
-            self._release_q_after_last_qk(n_block, pipe_q, q_state)
+            p.pipe_k.consumer_wait(kv_state)
+            self._sched_sync(p.wg_idx)
+            _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, 0)
+            p.pipe_k.consumer_release(kv_state)
+            self._release_q_after_last_qk(n_block, p.pipe_q, q_state)
             if const_expr(masked):
-                self._mask(S_rc, tScS, m_block, n_block, seqlen_k, False)
-            self._softmax(S_rc, row_max, row_sum, row_scale, softmax_scale_log2, False)
-            _to_bf16(_acc_as_operand_a(acc_S), tOrP)
-            self._rescale(O_rc, row_scale)
-            pipe_v.consumer_wait(kv_state)
-            _wgmma(tiled_mma_pv, acc_O, tOrP, tOrVt[None, None, None, kv_state.index], False, 0)
-            self._sched_arrive(wg_idx)
-            pipe_v.consumer_release(kv_state)
+                self._mask(p.S_rc, p.tScS, m_block, n_block, seqlen_k, False)
+            self._softmax(p.S_rc, p.row_max, p.row_sum, p.row_scale, p.scale_log2, False)
+            _to_bf16(_acc_as_operand_a(p.acc_S), p.tOrP)
+            self._rescale(p.O_rc, p.row_scale)
+            p.pipe_v.consumer_wait(kv_state)
+            _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], False, 0)
+            self._sched_arrive(p.wg_idx)
+            p.pipe_v.consumer_release(kv_state)
             kv_state.advance()
         return kv_state
 
@@ -1005,17 +1065,37 @@ def _num_sms(device):
     return _NUM_SMS[idx]
 
 
-_COUNTERS = {}
+_COUNTERS = {}  # (device, stream handle) -> int32[2]: the eager launches' scheduler counters
+_DIRTY = set()  # keys of counters a failed launch call may have left non-zero
 
 
-def _counter(device):
-    """The dynamic scheduler's two int32 counters for torch's current stream on this device:
-    zeroed once here, zeroed again by every launch as it ends, so launches in one stream can
-    share them; another stream gets its own, so kernels running at once never do."""
+def _scheduler_counter(device, dynamic):
+    """The dynamic scheduler's two int32 counters for a launch on torch's current stream, zero
+    when the kernel starts (it leaves them zero when it ends: its last CTA resets them).
+
+    * Eager launches share one counter per (device, stream): launches in one stream run one
+      after another, and another stream gets its own, so kernels running at once never share
+      one. It is zeroed once at creation, and again before the next launch if a launch call
+      raised (an aborted launch: whether the kernel ran is then unknown to us).
+    * Under CUDA graph capture every captured launch gets a counter of its own, allocated in
+      the graph's memory pool and zeroed by a fill node captured just before the kernel, so
+      each replay starts from zero whatever an earlier replay left, and two graphs replayed at
+      once on two streams never share a counter. Nothing made during a capture is cached.
+    Launches that do not use the dynamic scheduler get a counter they never touch.
+    Returns (counter, key); key is None for a captured launch."""
+    if torch.cuda.is_current_stream_capturing():
+        counter = torch.empty(2, dtype=torch.int32, device=device)
+        if dynamic:
+            counter.zero_()
+        return counter, None
     key = (device, torch.cuda.current_stream(device).cuda_stream)
-    if key not in _COUNTERS:
-        _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=device)
-    return _COUNTERS[key]
+    counter = _COUNTERS.get(key)
+    if counter is None:
+        counter = _COUNTERS[key] = torch.zeros(2, dtype=torch.int32, device=device)
+    elif key in _DIRTY:
+        counter.zero_()
+    _DIRTY.discard(key)
+    return counter, key
 
 
 def sched_group(knobs, seqlen_k, head_dim, qhead_per_kvhead, num_bh, elem_bytes=2):
@@ -1075,11 +1155,15 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
     bk, sk, hk, dk = k.shape
     if bk != b or dk != d:
         raise ValueError("q and k/v must share batch and head_dim")
-    if hq % hk != 0:
+    if hk == 0 or hq % hk != 0:
+        if hq == 0 and hk == 0:
+            return _empty_result(q, out)
         raise ValueError(f"q heads {hq} must be a multiple of kv heads {hk}")
     if sq != sk:
         raise ValueError("seqlen_q != seqlen_k is not supported")
     check_knobs(knobs, d)
+    if q.numel() == 0:  # batch 0, seqlen 0 or no heads: nothing to compute, nothing to launch
+        return _empty_result(q, out)
     if softmax_scale is None:
         softmax_scale = 1.0 / math.sqrt(d)
     # TMA wants 16-byte aligned base addresses and row strides (head_dim 64/128 keeps the latter)
@@ -1087,9 +1171,8 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
                for t in (q, k, v))
     if out is None:
         out = torch.empty_like(q)
-    elif (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()
-          or out.data_ptr() % 16 != 0 or out.device != q.device):
-        raise ValueError("out must be a contiguous, 16-byte aligned bf16 tensor shaped like q")
+    else:
+        _check_out(q, out)
     ratio = hq // hk
     knobs = effective_knobs(knobs, d, sq, causal)
     key = _key(knobs, cutlass.BFloat16, d, causal, ratio)
@@ -1099,16 +1182,39 @@ def attention(q, k, v, causal=False, softmax_scale=None, out=None, knobs=None):
         COMPILE_SECONDS[key] = secs
     scale_log2 = Float32(softmax_scale * _LOG2_E)
     max_ctas = Int32(_num_sms(q.device))
-    counter = _counter(q.device)
+    block_m, block_n = tile_config(knobs, d)
+    dynamic = uses_dynamic_scheduler(causal, knobs["persistent_causal"], block_m, block_n, d,
+                                     knobs["num_stages"])
+    counter, counter_key = _scheduler_counter(q.device, dynamic)
     group = Int32(sched_group(knobs, sk, d, ratio, b * hq))
-    if _use_tvm_ffi():
-        _CACHE[key](q, k, v, out, scale_log2, max_ctas, counter, group)
-    else:
-        from cutlass.cute.runtime import from_dlpack
-        import cuda.bindings.driver as cuda
+    try:
+        if _use_tvm_ffi():
+            _CACHE[key](q, k, v, out, scale_log2, max_ctas, counter, group)
+        else:
+            from cutlass.cute.runtime import from_dlpack
+            import cuda.bindings.driver as cuda
 
-        args = [from_dlpack(t.detach(), assumed_align=16).mark_layout_dynamic(leading_dim=3)
-                for t in (q, k, v, out)]
-        stream = cuda.CUstream(torch.cuda.current_stream().cuda_stream)
-        _CACHE[key](*args, scale_log2, max_ctas, from_dlpack(counter, assumed_align=8), group, stream)
+            args = [from_dlpack(t.detach(), assumed_align=16).mark_layout_dynamic(leading_dim=3)
+                    for t in (q, k, v, out)]
+            stream = cuda.CUstream(torch.cuda.current_stream().cuda_stream)
+            _CACHE[key](*args, scale_log2, max_ctas, from_dlpack(counter, assumed_align=8), group, stream)
+    except BaseException:
+        if dynamic and counter_key is not None:
+            _DIRTY.add(counter_key)  # the next launch on this stream zeroes it first
+        raise
+    return out
+
+
+def _check_out(q, out):
+    if (out.shape != q.shape or out.dtype != q.dtype or not out.is_contiguous()
+            or out.data_ptr() % 16 != 0 or out.device != q.device):
+        raise ValueError("out must be a contiguous, 16-byte aligned bf16 tensor shaped like q")
+
+
+def _empty_result(q, out):
+    """The (empty) output of a problem with no rows to compute: batch 0, seqlen 0 or no heads."""
+    if out is None:
+        return torch.empty_like(q)
+    if out.shape != q.shape or out.dtype != q.dtype or out.device != q.device:
+        raise ValueError("out must be a bf16 tensor shaped like q")
     return out
