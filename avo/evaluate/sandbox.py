@@ -53,6 +53,11 @@ _BASE_VIEW = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--ro-b
 _ALWAYS_HIDDEN = ("/run", "/var/run")
 
 
+# pause() lists a worker's processes cheaply (children links); every this many pauses it scans
+# all of /proc, which also finds a killed launcher's orphans that reparented to the judge.
+_FULL_SCAN_EVERY = 16
+
+
 class SandboxError(Exception):
     """The sandbox could not be set up; one line saying what failed and how to fix it."""
 
@@ -438,6 +443,7 @@ class Worker:
         self._proc, self.isolation, self._limits, self._ctl, self._tag = proc, isolation, limits, ctl, tag
         self._buf, self._lock, self._ctl_buf, self._exit = bytearray(), threading.Lock(), b"", None
         self.pid, self._infra = proc.pid, {proc.pid}
+        self._pauses, self._strays_seen, self._stopped = 0, [], []
         self._drain = threading.Thread(target=self._drain_loop, daemon=True, name=f"sandbox-drain-{proc.pid}")
         self._drain.start()
         with _LIVE_LOCK:
@@ -524,17 +530,50 @@ class Worker:
         threads = sum(int(_status(p, "Threads", "1")) for p in self.processes() if p not in self._infra)
         return threads > self._limits.max_processes
 
+    def _quick(self) -> list[int]:
+        """The sandbox's tree by /proc/PID/task/*/children links, plus the strays found by the last
+        full scan: the judge pauses and resumes a worker around every call, and a scan of all of
+        /proc each time costs milliseconds on a busy host."""
+        out, todo, seen = [], [self._proc.pid, *self._strays_seen], set()
+        while todo:
+            p = todo.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            try:
+                tasks = os.listdir(f"/proc/{p}/task")
+            except OSError:
+                continue
+            out.append(p)
+            for t in tasks:
+                todo.extend(int(c) for c in _read(f"/proc/{p}/task/{t}/children").split())
+        return out
+
+    def _to_stop(self) -> list[int]:
+        self._pauses += 1
+        if self._pauses % _FULL_SCAN_EVERY == 1 or not os.path.exists(f"/proc/{self._proc.pid}/task"):
+            table = _table()  # now and then the whole of /proc: strays of a killed launcher too
+            self._strays_seen = _strays(table, self._tag)
+            return [p for p in self.processes() if p not in self._infra]
+        return [p for p in self._quick() if p not in self._infra]
+
     def pause(self) -> None:
         """SIGSTOP every process but `_infra` (they only wait); returns once all are stopped (or ~5 s)."""
         deadline = time.monotonic() + _KILL_WAIT_S
+        pids = self._to_stop()
         while time.monotonic() < deadline:
-            if not (running := [p for p in self.processes() if p not in self._infra and _state(p) not in "TtZX"]):
-                return
-            _signal(running, signal.SIGSTOP)
-            time.sleep(0.005)
+            _signal(pids, signal.SIGSTOP)
+            if not (running := [p for p in pids if _state(p) not in "TtZX"]):
+                new = [p for p in self._quick() if p not in self._infra and p not in pids]
+                if not new:  # nothing forked between the listing and the stop
+                    self._stopped = pids
+                    return
+                pids += new
+                continue
+            time.sleep(0.0002)
 
     def resume(self) -> None:
-        _signal(self.processes(), signal.SIGCONT)
+        _signal(set(self._stopped) | set(self._quick()), signal.SIGCONT)
 
     def kill(self) -> None:
         """Kill every process of the sandbox and every stray of the judge, and reap; idempotent."""
