@@ -1,0 +1,76 @@
+"""Hostile kernels on a CUDA GPU (skipped elsewhere): the own-code rule holds at run time, work
+hidden on a side stream or finished after the return is caught, and a kernel that keeps the GPU
+busy while the incumbent is timed gains nothing. Kernels are tests/hostile/r_gpu_*.py; the honest
+control is kernels/reference/sdpa.py. Run on the device machine:
+    python -m pytest tests/gpu/test_hostile_gpu.py -q
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from avo.config import EvaluatorConfig
+from avo.evaluate import evaluate
+from avo.suites import Shape
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = ROOT / "tests" / "hostile"
+REF = ROOT / "kernels" / "reference" / "sdpa.py"
+BASE = asdict(EvaluatorConfig(warmup_ms=300, repeats=10, rotate_inputs=2, compile_timeout_s=300,
+                              correctness_timeout_s=120, benchmark_timeout_s=300))
+LIBRARY_OK = {**BASE, "own_code_only": False}
+# Big enough that host overhead is no excuse for a verdict; GQA and causal included.
+SUITE = [Shape(2, 2048, 16, 16, 128, False), Shape(2, 2048, 32, 8, 128, True)]
+TIMED = [Shape(4, 2048, 16, 16, 128, False)]
+LIBRARY = re.compile(r"cudnn|flash|sdpa|scaled_dot_product", re.I)
+
+
+def kernel(tmp_path: Path, name: str) -> Path:
+    dest = tmp_path / f"{name}.py"
+    dest.write_text((HOSTILE / f"{name}.py").read_text().replace("@@SAFE@@", str(tmp_path)))
+    return dest
+
+
+def test_r_library_attention_is_rejected_by_default_and_named():
+    r = evaluate(REF, SUITE, device="cuda", settings=BASE)
+    assert r.status == "incorrect", r.message
+    assert LIBRARY.search(r.message), r.message
+    assert r.own_code is False and r.score is None
+
+
+def test_r_the_honest_library_kernel_passes_when_libraries_are_allowed():
+    r = evaluate(REF, SUITE, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "ok", r.message
+    assert r.score > 0
+
+
+def test_r_a_hidden_library_call_is_caught_at_run_time(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_sdpa_hidden"), SUITE, device="cuda", settings=BASE)
+    assert r.status == "incorrect", r.message
+    assert LIBRARY.search(r.message), r.message
+    assert r.own_code is False
+
+
+@pytest.mark.parametrize("name", ["r_gpu_side_stream", "r_gpu_async_return"])
+def test_r_work_off_the_current_stream_is_caught(tmp_path, name):
+    r = evaluate(kernel(tmp_path, name), SUITE, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert r.score is None
+
+
+def test_r_keeping_the_gpu_busy_while_the_incumbent_is_timed_gains_nothing(tmp_path):
+    honest = evaluate(REF, TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
+    assert honest.status == "ok" and honest.incumbent_ratio is not None, honest.message
+    r = evaluate(kernel(tmp_path, "r_gpu_busy_spin"), TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
+    if r.status == "incorrect":  # a judge may also refuse the timing outright
+        assert re.search(r"clock|timing|stream|wall|busy|idle", r.message, re.I), r.message
+    else:
+        assert r.status == "ok" and r.incumbent_status == "ok", r.message
+        assert 0.8 <= r.incumbent_ratio / honest.incumbent_ratio <= 1.25, (r.incumbent_ratio, honest.incumbent_ratio)

@@ -1,0 +1,24 @@
+"""Hostile kernel, attack o (measurement): accept out= and never write it.
+
+Its signature takes out=, but it always returns a fresh, correct tensor and leaves the buffer it
+was handed untouched: a caller that trusts the contract reads whatever the buffer held before.
+
+Verdict: `incorrect` (with out= given, out is the output; the judge filled it with NaN).
+"""
+import torch
+
+
+def _attn(q, k, v, causal, scale):
+    b, s, h, d = q.shape
+    g = h // k.shape[2]
+    scale = d ** -0.5 if scale is None else scale
+    qf, kf, vf = (t.float().transpose(1, 2) for t in (q, k, v))
+    kf, vf = kf.repeat_interleave(g, 1), vf.repeat_interleave(g, 1)
+    p = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+    if causal:
+        p = p.masked_fill(torch.ones(s, s, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return torch.matmul(p.softmax(-1), vf).transpose(1, 2).to(q.dtype).contiguous()
+
+
+def attention(q, k, v, causal=False, softmax_scale=None, out=None):
+    return _attn(q, k, v, causal, softmax_scale)
