@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
 from avo.config import ConfigError, EvaluatorConfig
-from avo.evaluate.plan import (ACCEPT_Z, BASELINES, INTERVAL_Z, NOISE_FLOOR, STAGES, correctness_shapes,
+from avo.evaluate.plan import (ACCEPT_Z, BASELINES, INTERVAL_Z, NOISE_FLOOR, STAGES, correctness_shapes, exit_text,
                                resolve_suite, settings_dict, shape_dict, stage_limits)
 from avo.evaluate.result import CRASH, OK, TIMEOUT, EvalResult, geomean
 from avo.suites import Shape
@@ -272,17 +272,6 @@ def _tail(log: IO[bytes]) -> str:
     return text[-_TAIL_CHARS:]
 
 
-def _exit_text(rc: Optional[int]) -> str:
-    if rc is None:
-        return "no exit status"
-    if rc < 0:
-        try:
-            return f"signal {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"signal {-rc}"
-    return f"exit code {rc}"
-
-
 def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[int], tail: str) -> EvalResult:
     wall = time.monotonic() - watch.t0
     if watch.fatal:
@@ -302,7 +291,7 @@ def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[i
             return EvalResult(status=TIMEOUT, stage=stage, compile_s=compile_s,
                               message=f"{why}; the process was killed{after}", **base)
         return EvalResult(status=CRASH, stage=stage, compile_s=compile_s,
-                          message=f"the evaluation process died in {watch.where()} with {_exit_text(rc)}{after}",
+                          message=f"the evaluation process died in {watch.where()} with {exit_text(rc)}{after}",
                           **base)
     res = _scrubbed(dict(watch.result), _secret_values(os.environ))
     res["env"] = {**watch.env, **res.get("env", {})}

@@ -6,7 +6,8 @@ Pure functions of their arguments (no torch), shared by the parent and the child
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import signal
+from typing import Any, Optional, Sequence
 
 from avo.config import EvaluatorConfig
 from avo.suites import Shape, available, load
@@ -89,3 +90,15 @@ def resolve_suite(suite: str | Sequence[Shape]) -> tuple[str, list[Shape]]:
               else Shape(**(dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s)))
               for s in suite]
     return next((name for name in available() if load(name) == shapes), "custom"), shapes
+
+
+def exit_text(rc: Optional[int]) -> str:
+    """A process's exit status in words: "exit code 3", "signal SIGSEGV"."""
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit code {rc}"

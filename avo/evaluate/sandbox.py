@@ -563,7 +563,7 @@ class Worker:
         pids = self._to_stop()
         while time.monotonic() < deadline:
             _signal(pids, signal.SIGSTOP)
-            if not (running := [p for p in pids if _state(p) not in "TtZX"]):
+            if all(_state(p) in "TtZX" for p in pids):
                 new = [p for p in self._quick() if p not in self._infra and p not in pids]
                 if not new:  # nothing forked between the listing and the stop
                     self._stopped = pids

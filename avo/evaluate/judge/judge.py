@@ -484,6 +484,7 @@ class Judge:
             keep = set(range(repeats))
         else:  # too many to keep: a secret subset, drawn before (the worker cannot see it either way)
             keep = set(self.rng.sample(range(repeats), max(3, SNAPSHOT_BUDGET_BYTES // (out_bytes * kernels))))
+        keep_trusted = set(self.rng.sample(range(repeats), min(2, repeats)))
         self.warm_up(sides, shape)
         copy_ms, idle_post = self.calibrate_post(sides[0], inputs[0])
         epoch = 1
@@ -502,7 +503,9 @@ class Judge:
             repeat_seed.append(seeds[i])
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if not side.failed:
-                    self.timed_call(side, shape, i, inputs[i], epoch, keep=r in keep)
+                    # A baseline is our code: one snapshot of it is checked, so two are kept.
+                    kept = r in keep_trusted if side.trusted else r in keep
+                    self.timed_call(side, shape, i, inputs[i], epoch, keep=kept)
         self.verify_timed(sides, shape, repeat_seed)
         return self.summarize_shape(shape, sides, copy_ms, idle_post)
 
@@ -674,7 +677,6 @@ class Judge:
                 f"torch.cuda.current_stream() before returning")))
 
     def summarize_shape(self, shape: Shape, sides: list[Side], copy_ms: float, idle_post: float) -> dict[str, Any]:
-        cand = sides[0]
         o_med, o_hi = self.overhead(sides, copy_ms)
         row = self.shape_row(shape, sides, o_hi)
         row["overhead_ms"] = {"median": o_med, "high": o_hi, "ping": list(self.overhead_ms), "copy": copy_ms,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -117,18 +117,3 @@ def describe(shape: Shape) -> str:
     gqa = f", {shape.heads_q}:{shape.heads_kv} GQA" if shape.heads_q != shape.heads_kv else ""
     return (f"batch={shape.batch} seqlen={shape.seqlen} heads={shape.heads_q} head_dim={shape.head_dim}"
             f"{gqa}{', causal' if shape.causal else ''}")
-
-
-def same_layout(out: torch.Tensor, q: torch.Tensor) -> Optional[str]:
-    """A message when the output breaks the contract's (batch, seqlen, heads, head_dim) bf16 form."""
-    if not isinstance(out, torch.Tensor):
-        kind = type(out).__name__
-        hint = " (return only the output tensor, not a tuple)" if isinstance(out, Sequence) else ""
-        return f"attention() returned {kind}, expected a tensor{hint}"
-    if tuple(out.shape) != tuple(q.shape):
-        return f"output shape {tuple(out.shape)} != q shape {tuple(q.shape)} (batch, seqlen, heads, head_dim)"
-    if out.dtype != q.dtype:
-        return f"output dtype {out.dtype} != input dtype {q.dtype}"
-    if out.device != q.device:
-        return f"output on {out.device}, inputs on {q.device}"
-    return None

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from avo.evaluate import sandbox
 from avo.evaluate.judge.arena import Arena
+from avo.evaluate.plan import exit_text
 
 _PKG_PARENT = Path(__file__).resolve().parents[3]  # the directory holding the avo package
 MAX_REPLY_BYTES = 1 << 20
@@ -102,12 +103,12 @@ class WorkerProc:
             ready, _, _ = select.select([self._rep_r], [], [], min(deadline - now, 0.5))
             if not ready:
                 if self.proc.poll() is not None and not select.select([self._rep_r], [], [], 0)[0]:
-                    raise WorkerGone("crash", f"{self.role} died ({_exit_text(self.proc.poll())})")
+                    raise WorkerGone("crash", f"{self.role} died ({exit_text(self.proc.poll())})")
                 continue
             chunk = os.read(self._rep_r, 1 << 16)
             if not chunk:
                 self.proc.wait(2.0)
-                raise WorkerGone("crash", f"{self.role} died ({_exit_text(self.proc.poll())})")
+                raise WorkerGone("crash", f"{self.role} died ({exit_text(self.proc.poll())})")
             self._buf += chunk
             if len(self._buf) > MAX_REPLY_BYTES:
                 raise WorkerGone("protocol", f"{self.role} wrote more than {MAX_REPLY_BYTES} bytes without a reply")
@@ -127,7 +128,7 @@ class WorkerProc:
             extra = self._buf or os.read(self._rep_r, 200)
             if not extra:  # end of file: it replied, then closed the channel or died
                 self.proc.wait(2.0)
-                raise WorkerGone("crash", f"{self.role} closed its channel ({_exit_text(self.proc.poll())})")
+                raise WorkerGone("crash", f"{self.role} closed its channel ({exit_text(self.proc.poll())})")
             raise WorkerGone("protocol", f"{self.role} wrote extra data on the judge's channel "
                                          f"({extra[:120]!r})")
         return data
@@ -146,7 +147,7 @@ class WorkerProc:
             while data:
                 data = data[os.write(self._cmd_w, data):]
         except (BrokenPipeError, OSError):
-            raise WorkerGone("crash", f"{self.role} died ({_exit_text(self.proc.poll())})")
+            raise WorkerGone("crash", f"{self.role} died ({exit_text(self.proc.poll())})")
         line = self._read_line(deadline)
         wall = (time.perf_counter() - t0) * 1e3
         # Nothing of it runs while the judge checks or others are timed. Every worker, trusted or
@@ -202,14 +203,3 @@ def _readonly(env: dict[str, str]) -> list[Path]:
 def _pythonpath_tail(env: dict[str, str]) -> str:
     extra = env.get("PYTHONPATH")
     return os.pathsep + extra if extra else ""
-
-
-def _exit_text(rc: Optional[int]) -> str:
-    if rc is None:
-        return "still running"
-    if rc < 0:
-        try:
-            return f"signal {signal.Signals(-rc).name}"
-        except ValueError:
-            return f"signal {-rc}"
-    return f"exit code {rc}"
