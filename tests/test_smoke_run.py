@@ -49,3 +49,7 @@ def test_smoke_experiment_runs_and_resumes(tmp_path):
     rows = archive.candidates()
     assert max(r.incumbent_ratio or 0.0 for r in rows) > 1.2
     assert all(r.incumbent_ratio > 1 + max(0.005, r.incumbent_ratio_spread) for r in rows if r.accepted)
+    # ... and the rule is the whole story: a confirmation that beat its margin was accepted (a
+    # confirmation run without its own re-verification was once refused every time).
+    assert all(r.accepted for r in rows
+               if r.incumbent_ratio is not None and r.incumbent_ratio > 1 + max(0.005, r.incumbent_ratio_spread or 0))

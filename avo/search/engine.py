@@ -55,7 +55,9 @@ EvaluateFn = Callable[..., EvalResult]
 
 CANDIDATES = "candidates"
 EVENTS = "events.jsonl"
-CONFIRM_STAGES = ("compile", "correctness", "benchmark")
+# The confirmation decides: it re-verifies every shape on fresh inputs after its own timing too
+# (acceptance.confirm refuses one that did not).
+CONFIRM_STAGES = ("compile", "correctness", "benchmark", "reverify")
 OPERATOR_ERROR = "operator_error"
 DUPLICATE = "duplicate"
 # What a saved proposal must hold for a resume to use it.

@@ -71,6 +71,7 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None, *,
         errors = (EvaluatorError, UsageError)
         if hide:
             extra["hide"] = tuple(str(p) for p in hide)
+        _check_sandbox(str(cfg.evaluator.sandbox))
         if cfg.hardware.device == "cuda":
             # Each evaluation pinned to one free GPU, and a per-GPU lock file so that two jobs on a
             # node never time on the same GPU at once.
@@ -99,6 +100,22 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None, *,
 
     bound.slots = slots  # type: ignore[attr-defined]
     return bound
+
+
+def _check_sandbox(mode: str) -> None:
+    """Say once, before a search starts, when its kernels will not run in bubblewrap: without it a
+    kernel runs as the search's own user and can read and write the run dir."""
+    import sys
+
+    from avo.evaluate import sandbox
+
+    try:
+        isolation = sandbox.choose(mode)
+    except sandbox.SandboxError as exc:
+        raise ConfigError(str(exc)) from None
+    if isolation.kind != "bubblewrap":
+        print(f"avo: warning: kernels run with process isolation only ({isolation.detail}); a hostile kernel "
+              f"could tamper with the run dir: apt-get install bubblewrap", file=sys.stderr)
 
 
 def parallelism(search: Any, evaluate: EvaluateFn) -> int:
