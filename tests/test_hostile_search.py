@@ -138,14 +138,14 @@ def hostile_search(tmp_path, monkeypatch):
     mark = secrets.token_hex(6)
     safe = tmp_path.resolve()
 
-    def run(names: list[str]):
+    def run(names: list[str], sources: list[tuple[str, str]] | None = None):
         run_dir = safe / "run"
         with initialize_config_dir(str(conf_dir()), version_base="1.3"):
             cfg = compose("config", overrides=[
                 "+experiment=smoke", "logger=none", f"search.max_iterations={len(names)}",
                 "search.stagnation_patience=0", "evaluator.repeats=5", "evaluator.warmup_ms=50",
                 "evaluator.rotate_inputs=2", *SANDBOX])
-        op = HostileOperator([(n, _source(n, mark, safe)) for n in names])
+        op = HostileOperator(sources or [(n, _source(n, mark, safe)) for n in names])
         engine = build_engine(cfg, run_dir, operator=op, console=False)
         try:
             outcome = engine.run(lambda: seeds.load(cfg.hardware.seed_kernel))
@@ -199,6 +199,17 @@ def test_a_smoke_search_accepts_nothing_hostile(hostile_search):
         assert row.incumbent_ratio is None or row.incumbent_ratio < 1.0, (name, row.incumbent_ratio)
     found = leaks(everything_under(run_dir), hostile_search.creds)
     assert not found, "credentials in the run dir:\n" + "\n".join(found)
+
+
+def test_the_same_search_accepts_an_honest_faster_kernel(hostile_search):
+    """The control: a search that could accept nothing at all would pass the test above as well."""
+    seed = (ROOT / "kernels" / "reference" / "chunked.py").read_text()
+    faster = seed.replace('KNOBS = {"block_m": 16, "block_n": 16}', 'KNOBS = {"block_m": 64, "block_n": 64}')
+    assert faster != seed
+    run_dir, op, outcome = hostile_search(["control"], sources=[("control: blocks of 64", faster)])
+    assert not isinstance(outcome, Exception), outcome
+    (row,) = Archive(run_dir).candidates()
+    assert row.accepted and row.verdict == "accepted", (row.verdict, row.incumbent_ratio, row.message)
 
 
 def test_a_candidate_cannot_reach_the_search_state(hostile_search):
