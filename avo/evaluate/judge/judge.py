@@ -443,7 +443,10 @@ class Judge:
         trusted = next(iter(self.baselines.values()), None)
         if trusted is None:
             return 0.0, 0.0  # overhead() falls back to fixed allowances
-        walls = [self.ask(trusted, {"op": "ping"}, "(ping)").wall_ms for _ in range(30)]
+        try:
+            walls = [self.ask(trusted, {"op": "ping"}, "(ping)").wall_ms for _ in range(30)]
+        except StageFailure:
+            return 0.0, 0.0  # the baseline died: overhead() falls back to fixed allowances
         return statistics.median(walls), percentile(walls, 0.9)
 
     def time_lead(self) -> float:
@@ -527,12 +530,16 @@ class Judge:
             data = rep.data
             if data.get("error") and side.trusted and shape.heads_q != shape.heads_kv and not side.expanded:
                 # A backend that refuses GQA: its k/v heads repeated outside the timed calls.
-                self.ask(side.worker, {"op": "gqa_expand"}, "(gqa)")
                 side.expanded = True
                 self.note(f"{side.name}: GQA timed with k/v expanded to {shape.heads_q} heads "
                           f"(backend refused: {str(data['error']).splitlines()[-1][:120]})")
-                data = self.ask(side.worker, {"op": "warm", "calls": calls, "min_ms": min(min_ms, 500.0),
-                                              "cap_ms": cap}, "(warm-up)").data
+                try:
+                    self.ask(side.worker, {"op": "gqa_expand"}, "(gqa)")
+                    data = self.ask(side.worker, {"op": "warm", "calls": calls, "min_ms": min(min_ms, 500.0),
+                                                  "cap_ms": cap}, "(warm-up)").data
+                except StageFailure as f:  # a baseline that died is a missing column, not a verdict
+                    self.side_failed(side, f)
+                    continue
             if data.get("error") or data.get("problem"):
                 why = str(data.get("error") or data.get("problem"))
                 self.side_failed(side, StageFailure(INCORRECT, f"attention() raised while timing {describe(shape)}:\n{why[:2000]}"))
