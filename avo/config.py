@@ -138,9 +138,12 @@ class EvaluatorConfig:
     # On a GPU, reject candidates that launch a library's attention kernel (cuDNN, FlashAttention,
     # torch SDPA, xformers, flashinfer). A seed may wrap one; its result then says own_code: false.
     own_code_only: bool = True
-    # GPU: a spin of this many GPU cycles is queued before each timed call's start event, so the
-    # host's launch preparation overlaps it and the events time the kernel itself (0: off; events
-    # then include the host time in front of the launch, which favours thin launch paths).
+    # GPU: how a timed call is started. "flag": the worker queues its call behind a flag in host
+    # memory that the judge writes once the inputs are in place, so the judge's clock times the
+    # GPU work alone and bounds what the worker reports. "spin" (the fallback where the flag cannot
+    # be used): a spin of launch_cover_cycles is queued in front of the call instead, and a kernel
+    # that skips it can under-report by up to that spin.
+    gpu_release: str = "flag"
     launch_cover_cycles: int = 1_500_000
 
 
@@ -181,6 +184,8 @@ _CHOICES = {
     "hardware.device": ("cuda", "cpu"),
     "logger.kind": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
+    "evaluator.sandbox": ("auto", "bubblewrap", "process"),
+    "evaluator.gpu_release": ("flag", "spin"),
 }
 _KNOWLEDGE_KINDS = ("folder", "package", "run")
 _BASELINES = ("cudnn", "fa2", "fa3", "fa4")

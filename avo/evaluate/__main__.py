@@ -40,6 +40,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup-ms", type=float, help="minimum warm-up per shape")
     p.add_argument("--sandbox", choices=("auto", "bubblewrap", "process"),
                    help="how the kernel's process is isolated (default auto: bubblewrap when it works here)")
+    p.add_argument("--release", choices=("flag", "spin"),
+                   help="GPU: how timed calls start (default flag: released by the judge; spin: the weaker fallback)")
     p.add_argument("--allow-library", action="store_true",
                    help="let a kernel that wraps a library attention run (its result says own_code false)")
     p.add_argument("--arch", help="recorded only (the GPU present decides what runs)")
@@ -110,6 +112,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings.warmup_ms = args.warmup_ms
     if args.sandbox is not None:
         settings.sandbox = args.sandbox
+    if args.release is not None:
+        settings.gpu_release = args.release
     try:
         result = evaluate(args.kernel, args.suite, device=args.device, settings=settings,
                           incumbent=args.incumbent, baselines=args.baselines, timeout=args.timeout,

@@ -44,10 +44,14 @@ def settings_dict(settings: Any) -> dict[str, Any]:
     return out
 
 
+WORKER_START_S = 30.0
+
+
 def stage_limits(settings: dict[str, Any]) -> dict[str, float]:
     return {
         "startup": max(STARTUP_LIMIT_S, settings["compile_timeout_s"]),
-        "import": settings["compile_timeout_s"],
+        # Starting the workers (python, torch, CUDA: seconds on a loaded machine) is ours, not the kernel's.
+        "import": settings["compile_timeout_s"] + WORKER_START_S,
         "compile": settings["compile_timeout_s"],
         "correctness": settings["correctness_timeout_s"],
         "benchmark": settings["benchmark_timeout_s"],

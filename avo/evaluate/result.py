@@ -74,6 +74,10 @@ class EvalResult:
     isolation: dict[str, Any] = field(default_factory=dict)
     # False when the kernel ran a library's attention (allowed for a wrapping seed only); None on a CPU.
     own_code: Optional[bool] = None
+    # GPU: "release-flag" (each timed call released by the judge once its inputs are in place, so
+    # no host launch time is timed and the judge's clock bounds every report) or
+    # "launch-cover-spin" (the weaker fallback where the flag cannot be used); None on a CPU.
+    timing: Optional[str] = None
 
     @property
     def ok(self) -> bool:

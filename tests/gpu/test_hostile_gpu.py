@@ -74,3 +74,44 @@ def test_r_keeping_the_gpu_busy_while_the_incumbent_is_timed_gains_nothing(tmp_p
     else:
         assert r.status == "ok" and r.incumbent_status == "ok", r.message
         assert 0.8 <= r.incumbent_ratio / honest.incumbent_ratio <= 1.25, (r.incumbent_ratio, honest.incumbent_ratio)
+
+
+def test_r_calls_are_released_by_the_judge_and_the_honest_kernel_passes_its_clock():
+    r = evaluate(REF, TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
+    assert r.status == "ok", r.message
+    assert r.timing == "release-flag", r.notes
+    row = r.shapes[0]
+    # What an honest call pays beyond its events, measured on the null worker: no host launch time
+    # is in it any more (the launch-covered protocol paid 0.75-0.9 ms on this GPU).
+    assert row.overhead_ms["median"] < 0.5, row.overhead_ms
+    assert abs(row.reported_ms / row.time_ms - 1) < 0.03, (row.reported_ms, row.time_ms)
+
+
+def test_r_work_that_starts_before_the_release_is_caught(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_skip_release"), SUITE, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert r.score is None
+
+
+def test_r_a_15_percent_clock_shave_is_caught(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_clock_shave"), TIMED, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert re.search(r"clock|tampered", r.message), r.message
+
+
+def test_r_skipping_the_work_on_one_timed_call_in_ten_is_caught(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_rare_garbage"), TIMED, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert "timed in the benchmark" in r.message, r.message
+
+
+def test_r_waiting_for_the_gpu_inside_the_call_is_named(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_sync_inside"), TIMED, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert "waits for the GPU inside the call" in r.message, r.message
+
+
+def test_r_a_reply_before_the_release_is_caught(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_reply_early"), TIMED, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert "before its call was released" in r.message, r.message

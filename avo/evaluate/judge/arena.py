@@ -4,6 +4,13 @@ On a CPU it is a memfd the worker inherits; on a GPU a cudaMalloc allocation of 
 torch's caching allocator, so no tensor of the judge shares its pages) exported by CUDA IPC. Each
 worker gets a separate arena: the candidate can scribble over its own inputs and outputs (the
 judge notices), never over the incumbent's, a baseline's, or the judge's private copies.
+
+On a GPU the arena also has a release flag: one page of host memory (a memfd) the worker maps
+into its GPU's address space. A timed call's work waits on the GPU (cuStreamWaitValue32) until
+the judge writes the call's token there, which it does only after the inputs are in place: the
+judge's clock then starts at the release, and no host-side launch time is in it for anybody.
+Writing the token early (the page is the worker's to scribble on too) only runs the kernel on the
+previous call's inputs, which the check of every timed output catches.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import struct
 from typing import Any, Optional
 
 import torch
@@ -39,6 +47,8 @@ class Arena:
         self.nbytes = max(_ALIGN, (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN)
         self._used = 0
         self.fd: Optional[int] = None
+        self.flag_fd: Optional[int] = None
+        self.token = 0  # what the release flag holds now
         self._ptr: Optional[int] = None
         if device == "cpu":
             self.fd = os.memfd_create("avo-arena", 0)
@@ -55,11 +65,22 @@ class Arena:
             err, handle = rt.cudaIpcGetMemHandle(self._ptr)
             _check(err, "cudaIpcGetMemHandle")
             self._handle = ctypes.string_at(handle.getPtr(), 64).hex()
+            self.flag_fd = os.memfd_create("avo-flag", 0)
+            os.ftruncate(self.flag_fd, mmap.PAGESIZE)
+            self._flag = mmap.mmap(self.flag_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.fd, self.flag_fd) if fd is not None]
 
     def spec(self) -> dict[str, Any]:
         if self.device == "cpu":
             return {"kind": "memfd", "fd": self.fd, "nbytes": self.nbytes}
-        return {"kind": "cuda_ipc", "handle": self._handle, "nbytes": self.nbytes}
+        return {"kind": "cuda_ipc", "handle": self._handle, "nbytes": self.nbytes, "flag_fd": self.flag_fd}
+
+    def release(self, token: int) -> None:
+        """Let the worker's armed call run (see the module docstring)."""
+        self.token = token & 0xFFFFFFFF
+        struct.pack_into("<I", self._flag, 0, self.token)
 
     def place(self, shape, dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, Any]]:
         """A fresh slot: (the judge's view of it, its description for the worker)."""
@@ -90,6 +111,13 @@ class Arena:
         elif self._ptr is not None:
             from cuda.bindings import runtime as rt
 
+            try:
+                self._flag.close()
+            except (BufferError, ValueError):
+                pass
+            if self.flag_fd is not None:
+                os.close(self.flag_fd)
+                self.flag_fd = None
             torch.cuda.synchronize()
             rt.cudaFree(self._ptr)
             self._ptr = None

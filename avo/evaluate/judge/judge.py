@@ -5,15 +5,18 @@ holds the tolerance and the comparison, keeps its own clock, and decides. The ke
 (candidate, incumbent) and the baselines each run in a worker process of their own
 (workers.py), under a sandbox (sandbox.py), on memory the judge lends each of them (arena.py).
 
-One call of a kernel, from the judge's side:
-  write fresh inputs into the worker's slots and NaN into its output slot; flush L2 (CUDA)
-  -> request "call" (the worker runs, times itself with events, copies the output into the slot)
-  -> pause the worker's processes (SIGSTOP), snapshot the output slot, check that q/k/v are
-     byte-identical to the private copies, time that post-call work on the judge's own stream.
-Which timed calls are verified is drawn after all repeats of a shape ran. The worker's reported
-time is bounded below by the judge's wall clock minus the protocol overhead measured on trusted
-workers; the post-call work, slowed down only if the GPU is still busy with the worker's work,
-catches kernels that return before they finish.
+One timed call of a kernel on a GPU, from the judge's side:
+  NaN into the worker's output slot -> request "call" with a fresh token: the worker queues its
+  work behind the release flag (judge/arena.py) and says "armed" -> only now write fresh inputs
+  into its slots, flush L2, synchronise, write the token (the judge's clock starts) -> the worker
+  runs, times itself with events, copies the output into the slot, replies -> pause the worker's
+  processes (SIGSTOP), check that q/k/v are byte-identical to the private copies and time that
+  work on the judge's own stream (slowed only if the GPU is still busy with the worker's work:
+  a kernel that returns before it finishes), then verify the output on rows drawn now.
+Every timed output of a kernel is verified, so no call can tell a checked call from another. The
+worker's reported time is bounded below by the judge's clock minus the overhead of the same
+protocol measured on a trusted null worker that does no work, timed interleaved with the others.
+A CPU has no release flag: inputs are written just before the call.
 """
 
 from __future__ import annotations
@@ -42,17 +45,23 @@ SAMPLE_ROWS = {"cuda": 256, "cpu": 512}
 SHARP_Q_STD = 3.0
 # A scale the kernel must honour: not 1/sqrt(d), not 1.
 ODD_SCALE = 0.8
-# The worker's median reported time below this share of what the judge's clock allows (minus an
-# absolute slack) is a false report. Loose on a CPU: a loaded machine delays replies.
-CLOCK_FLOOR = {"cuda": (0.8, 0.1), "cpu": (0.5, 2.0)}
+# The worker's median reported time below this share of what the judge's clock saw (its median
+# wall time less the null worker's median overhead), minus an absolute slack (ms), is a false
+# report. Loose on a CPU: a loaded machine delays replies.
+CLOCK_FLOOR = {"cuda": (0.97, 0.02), "cpu": (0.7, 1.0)}
 # Post-call work slower than this (times the same work on an idle GPU, plus ms) means the GPU
-# was still busy with the worker's launches after its call had returned.
+# was still busy with the worker's launches after its call had returned; more than BUSY_CALLS of
+# a shape's calls like that (a share of its repeats, at least 2) fail it.
 BUSY_AFTER = (1.5, 0.05)
-# Protocol overhead allowed when no trusted worker is there to measure it (ms). Honest calls of
-# 128 MiB outputs on an H200 cost 0.75-0.9 ms beyond their events (bench/results/h200_2026-12-01_*).
-OVERHEAD_CAP = {"cuda": 1.0, "cpu": 3.0}
-FALLBACK_GAP = {"cuda": 0.8, "cpu": 1.5}
-SNAPSHOT_BUDGET_BYTES = 8 << 30
+BUSY_CALLS = 0.1
+# A GPU call not queued behind the release flag within this many seconds is released anyway (a
+# JIT compile, or a kernel that waits for the GPU inside attention()); in a timed call it counts.
+ARM_WAIT_S = 2.0
+# The most protocol overhead (ms) a timed call is allowed, whatever the null worker measured.
+OVERHEAD_CEILING = {"cuda": 1.0, "cpu": 10.0}
+# A timed call of the incumbent or a baseline that takes longer than this is a lost column, not a
+# stage that waits for its deadline (a candidate's own hang is its own timeout).
+OTHERS_CALL_LIMIT_S = 60.0
 
 
 class StageFailure(Exception):
@@ -84,7 +93,8 @@ class Side:
         self.wall: list[float] = []
         self.post: list[float] = []
         self.host: list[list[float]] = []
-        self.snapshots: list[Optional[torch.Tensor]] = []
+        self.busy = 0  # calls after which the GPU was still busy with this side's work
+        self.late = 0  # timed calls that were not queued behind the release flag in time
         self.failed: Optional[str] = None
         self.expanded = False
 
@@ -111,10 +121,10 @@ class Judge:
         self.cand: Optional[WorkerProc] = None
         self.inc: Optional[WorkerProc] = None
         self.baselines: dict[str, WorkerProc] = {}
+        self.null: Optional[WorkerProc] = None
         self.maps_before: set[str] = set()
-        self.overhead_ms: Optional[tuple[float, float]] = None
+        self.armed = False  # GPU calls are released by the judge's flag (set in stage_import)
         self.pending_row: Optional[dict[str, Any]] = None
-        self.lead_ms = 0.0
         self.flush = L2Flush(self.device, self.s["l2_flush"])
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -189,9 +199,66 @@ class Judge:
         slot.k.copy_(k)
         slot.v.copy_(v)
 
-    def call_msg(self, slot: Slots, shape: Shape, *, scale=None, pass_out=False, profile=False, epoch=0):
-        return {"op": "call", "t": slot.spec, "causal": shape.causal, "scale": scale, "pass_out": pass_out,
-                "profile": profile, "epoch": epoch, "lead_cycles": int(self.s.get("launch_cover_cycles", 0))}
+    def call_msg(self, slot: Slots, shape: Shape, *, scale=None, pass_out=False, profile=False):
+        msg = {"op": "call", "t": slot.spec, "causal": shape.causal, "scale": scale, "pass_out": pass_out}
+        if profile:
+            msg["profile"] = True
+        if self.device == "cuda" and not self.armed:
+            msg["lead_cycles"] = int(self.s.get("launch_cover_cycles", 0))
+        return msg
+
+    def call(self, w: WorkerProc, slot: Slots, inputs, msg: dict[str, Any], context: str,
+             limit_s: Optional[float] = None) -> tuple[dict[str, Any], float, bool]:
+        """One call of w on `inputs` written into `slot`: (its reply, the judge's wall ms, whether
+        it was late to arm). Raises StageFailure when the worker dies or hangs past the stage's
+        deadline, or past `limit_s` (a baseline or the incumbent must not hold up the stage)."""
+        deadline = self.deadline if limit_s is None else min(self.deadline, time.monotonic() + limit_s)
+        slot.out.fill_(float("nan"))
+        if not self.armed or msg.get("profile"):
+            self.load(slot, *inputs)
+            self.flush.flush()
+            self.sync()
+            try:
+                rep = w.request(msg, deadline)
+            except WorkerGone as exc:
+                raise self.gone(exc, w, context)
+            return rep.data, rep.wall_ms, False
+        token = w.arena.token
+        while token == w.arena.token:  # the flag still holds the last one: that would release at once
+            token = self.rng.getrandbits(31) | 1
+        msg = {**msg, "arm": token}
+        try:
+            nonce, t0 = w.send(msg)
+            late = False
+            try:
+                first = w.receive("call", nonce, min(deadline, time.monotonic() + ARM_WAIT_S), t0,
+                                  pause=False, more=True)
+            except WorkerGone as exc:
+                if exc.kind != "timeout":
+                    raise
+                first, late = None, True
+            # The inputs exist only from now on: work that did not wait for the release computes
+            # on the previous call's values.
+            self.load(slot, *inputs)
+            self.flush.flush()
+            self.sync()
+            if first is not None and first.data.get("phase") == "armed" and w.has_pending():
+                # Its result before its release: an honest worker is still waiting for the flag.
+                w.arena.release(token)
+                w.pause()
+                raise StageFailure(INCORRECT, f"the {w.role}'s process answered before its call was released "
+                                              f"{context}: its reply did not wait for its work")
+            w.arena.release(token)
+            t1 = time.perf_counter()
+            if first is None:
+                first = w.receive("call", nonce, deadline, t1, pause=False, more=True)
+            if first.data.get("phase") != "armed":  # it raised before its work was queued
+                w.pause()
+                return first.data, first.wall_ms, late
+            done = w.receive("call", nonce, deadline, t1)
+            return done.data, done.wall_ms, late
+        except WorkerGone as exc:
+            raise self.gone(exc, w, context)
 
     def untouched(self, slot: Slots, q, k, v) -> Optional[str]:
         for name, mine, theirs in (("q", q, slot.q), ("k", k, slot.k), ("v", v, slot.v)):
@@ -207,12 +274,9 @@ class Judge:
         stage only asks that the call runs: a wrong answer is the correctness stage's to report)."""
         (slot,) = self.slots(w, shape, 1)
         q, k, v = make_inputs(shape, self.device, self.dtype, self.fresh_seed(), SHARP_Q_STD if sharp else 1.0)
-        self.load(slot, q, k, v)
-        slot.out.fill_(float("nan"))
-        self.sync()
         where = describe(shape)
-        reply = self.ask(w, self.call_msg(slot, shape, scale=scale, pass_out=pass_out, profile=profile),
-                         f"(attention() on {where})").data
+        reply, _, _ = self.call(w, slot, (q, k, v), self.call_msg(slot, shape, scale=scale, pass_out=pass_out,
+                                                                   profile=profile), f"(attention() on {where})")
         if reply.get("error"):
             status = INCORRECT if reply.get("not_implemented") else (CRASH if reply.get("oom") else INCORRECT)
             raise StageFailure(status, f"attention() raised on {where}:\n{str(reply['error'])[:2000]}")
@@ -295,7 +359,7 @@ class Judge:
         return self.result
 
     def close(self) -> None:
-        for w in [self.cand, self.inc, *self.baselines.values()]:
+        for w in [self.cand, self.inc, self.null, *self.baselines.values()]:
             if w is not None:
                 w.close()
 
@@ -320,6 +384,10 @@ class Judge:
         elif self.job["baselines"]:
             for name in self.job["baselines"]:
                 self.note(f"{name}: skipped (baselines are timed on CUDA only)")
+        if "benchmark" in self.job["stages"]:
+            # Our yardstick for the protocol's own cost (and, on a GPU, for which libraries a
+            # process maps without calling any attention): trusted, and no kernel ever runs in it.
+            self.null = self.start_worker(WorkerSpec("null", self.device, baseline="null", arena_bytes=need))
         self.result["isolation"] = self.cand.proc.isolation.__dict__.copy()
         ready = self.expect_ready(self.cand, "candidate")
         self.takes_out = bool(ready.get("takes_out"))
@@ -334,23 +402,59 @@ class Judge:
             except StageFailure as f:
                 self.note(f"{name}: unavailable ({f.message.splitlines()[0][:200]})")
                 self.baselines.pop(name).close()
-        for w in [self.cand, self.inc, *self.baselines.values()]:
-            if w is not None:
-                self.ask(w, {"op": "map", "arena": w.arena.spec()}, "(mapping the judge's memory)")
-        self.maps_before = owncode.mapped_libraries(self.cand.proc.pid)
+        if self.null is not None:
+            self.expect_ready(self.null, "null", trusted=True)
+        flags: dict[str, str] = {}
+        for w in [self.cand, self.inc, self.null, *self.baselines.values()]:
+            if w is None:
+                continue
+            try:
+                rep = w.request({"op": "map", "arena": w.arena.spec()}, self.deadline)
+            except WorkerGone as exc:
+                if w is self.cand or w is self.null:
+                    raise self.gone(exc, w, "(mapping the judge's memory)")
+                self.lost(w, f"{exc.kind}: {exc.message}")
+                continue
+            if rep.data.get("error"):
+                # Our own code failed to map the judge's memory: the machine's fault, never the kernel's.
+                raise StageFailure(CRASH, f"the {w.role} worker could not map the judge's memory: "
+                                          f"{str(rep.data['error']).splitlines()[-1][:300]}")
+            if self.device == "cuda" and not rep.data.get("flag"):
+                flags[w.role] = str(rep.data.get("flag_error") or "no release flag")
+        if self.device == "cuda":
+            self.armed = self.s.get("gpu_release", "flag") == "flag" and not flags
+            self.result["timing"] = "release-flag" if self.armed else "launch-cover-spin"
+            if flags and self.s.get("gpu_release", "flag") == "flag":
+                role, why = next(iter(flags.items()))
+                self.note(f"GPU calls timed without the release flag ({role}: {why[:160]}): a kernel can "
+                          f"under-report its time by up to the launch-cover spin")
+        if self.device == "cuda" and self.null is not None:
+            self.maps_before = owncode.mapped_libraries(self.null.proc.pid)
         return self.leave("import", t0)
 
-    def expect_ready(self, w: WorkerProc, who: str) -> dict[str, Any]:
+    def lost(self, w: WorkerProc, why: str) -> None:
+        """A worker other than the candidate's died outside a timing loop."""
+        if w is self.inc:
+            self.drop_incumbent(why)
+            return
+        for name, b in list(self.baselines.items()):
+            if b is w:
+                self.note(f"{name}: no result ({why.splitlines()[0][:200]})")
+                self.baselines.pop(name).close()
+
+    def expect_ready(self, w: WorkerProc, who: str, trusted: bool = False) -> dict[str, Any]:
         try:
             ready = w.ready(self.deadline)
         except WorkerGone as exc:
+            if trusted:
+                raise StageFailure(CRASH, f"the judge's {who} worker did not start: {exc.message}")
             raise self.gone(exc, w, "(importing the kernel)")
         finally:
             w.pause()
         if ready.get("error"):
-            kind = ready.get("kind")
-            if kind == "fatal":
-                raise RuntimeError(str(ready["error"]))
+            if ready.get("kind") == "fatal" or trusted:
+                # The worker's machine, not the kernel: no CUDA there, or our own code broke.
+                raise StageFailure(CRASH, f"the {who} worker could not start: {str(ready['error'])[:500]}")
             msg = str(ready["error"])[:4000]
             raise StageFailure(IMPORT_ERROR, msg)
         return ready
@@ -384,14 +488,20 @@ class Judge:
 
     def stage_correctness(self) -> None:
         t0 = self.enter("correctness")
-        for shape in self.cshapes:
+        # One of these calls, drawn now, is profiled too (the kernels it launches are listed for the
+        # own-code rule): a tripwire for a kernel that calls a library only after its first call.
+        gpu = self.device == "cuda"
+        profiled = self.rng.randrange(3 * len(self.cshapes))
+        for n, shape in enumerate(self.cshapes):
             self.progress(shape.label)
             scale = ODD_SCALE / math.sqrt(shape.head_dim)
             # Three fresh inputs in three call forms: a result cached from an earlier call fails,
             # a kernel that ignores softmax_scale fails, one that does not write out= fails.
-            e1 = self.checked_call(self.cand, shape, scale=scale, pass_out=self.takes_out)
-            e2 = self.checked_call(self.cand, shape, sharp=True)
-            e3 = self.checked_call(self.cand, shape, scale=1.0 / math.sqrt(shape.head_dim))
+            e1 = self.checked_call(self.cand, shape, scale=scale, pass_out=self.takes_out,
+                                   profile=gpu and profiled == 3 * n)
+            e2 = self.checked_call(self.cand, shape, sharp=True, profile=gpu and profiled == 3 * n + 1)
+            e3 = self.checked_call(self.cand, shape, scale=1.0 / math.sqrt(shape.head_dim),
+                                   profile=gpu and profiled == 3 * n + 2)
             self.result["checks"].append({"label": shape.label, "error": max(e1, e2, e3)})
         if self.inc is not None:
             try:
@@ -417,7 +527,8 @@ class Judge:
         from avo.evaluate.judge import gpu_state
 
         t0 = self.enter("benchmark")
-        self.overhead_ms = self.measure_overhead()
+        if self.null is None:
+            raise StageFailure(CRASH, "the judge's null worker is missing: the benchmark cannot check any clock")
         for shape in self.suite:
             self.progress(shape.label)
             before = gpu_state.read(self.device)
@@ -430,39 +541,12 @@ class Judge:
                 raise
             row["gpu_state"] = {"before": before, "after": gpu_state.read(self.device)}
             self.result["shapes"].append(row)
+            self.own_code_check(self.cand, None)  # a library loaded while timed is caught here
             if self.device == "cuda":
                 torch.cuda.empty_cache()
         if self.inc is not None:
             self.result["incumbent_status"] = OK
         self.leave("benchmark", t0)
-
-    def measure_overhead(self) -> tuple[float, float]:
-        """(median, p90) ms of a call with no work, on a trusted worker (a baseline); without one,
-        a fixed allowance (the candidate's own pings could be slowed to widen it)."""
-        self.lead_ms = self.time_lead()
-        trusted = next(iter(self.baselines.values()), None)
-        if trusted is None:
-            return 0.0, 0.0  # overhead() falls back to fixed allowances
-        try:
-            walls = [self.ask(trusted, {"op": "ping"}, "(ping)").wall_ms for _ in range(30)]
-        except StageFailure:
-            return 0.0, 0.0  # the baseline died: overhead() falls back to fixed allowances
-        return statistics.median(walls), percentile(walls, 0.9)
-
-    def time_lead(self) -> float:
-        """How long the launch-covering spin lasts on this GPU now, on the judge's own clock."""
-        cycles = int(self.s.get("launch_cover_cycles", 0))
-        if self.device != "cuda" or cycles <= 0:
-            return 0.0
-        times = []
-        for _ in range(3):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            torch.cuda._sleep(cycles)
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        return min(times)
 
     def bench_shape(self, shape: Shape) -> dict[str, Any]:
         rotate = max(1, int(self.s["rotate_inputs"]))
@@ -471,46 +555,32 @@ class Judge:
         if self.inc is not None:
             sides.append(Side("incumbent", self.inc, False))
         sides += [Side(name, w, True) for name, w in self.baselines.items()]
+        null = Side("null", self.null, True)
+        sides.append(null)
         for side in sides:
             side.sets = self.slots(side.worker, shape, rotate)
-        # Inputs come from secret seeds; a timed output is verified against inputs re-made from
-        # its repeat's seed, so the judge keeps only the current sets and the output snapshots.
-        seeds = [self.fresh_seed() for _ in range(rotate)]
-        inputs = [make_inputs(shape, self.device, self.dtype, sd) for sd in seeds]
-        for i, (q, k, v) in enumerate(inputs):
+        # The warm-up's inputs; every repeat then draws new ones, written into each side's slot
+        # just before its own call: nothing cached by address, by content seen in the warm-up, or
+        # by a previous call is right, and no process sees a repeat's inputs before its turn.
+        for i in range(rotate):
+            inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
             for side in sides:
-                self.load(side.sets[i], q, k, v)
+                self.load(side.sets[i], *inputs)
         self.sync()
-        out_bytes = sides[0].sets[0].out.numel() * sides[0].sets[0].out.element_size()
-        kernels = sum(1 for s in sides if not s.trusted)
-        if self.device == "cpu" or repeats * out_bytes * kernels <= SNAPSHOT_BUDGET_BYTES:
-            keep = set(range(repeats))
-        else:  # too many to keep: a secret subset, drawn before (the worker cannot see it either way)
-            keep = set(self.rng.sample(range(repeats), max(3, SNAPSHOT_BUDGET_BYTES // (out_bytes * kernels))))
-        keep_trusted = set(self.rng.sample(range(repeats), min(2, repeats)))
         self.warm_up(sides, shape)
-        copy_ms, idle_post = self.calibrate_post(sides[0], inputs[0])
-        epoch = 1
-        repeat_seed: list[int] = []
+        idle_post = self.calibrate_post(inputs)
+        # A trusted baseline is our code: one of its timed outputs is checked, drawn now.
+        checked_trusted = self.rng.randrange(repeats)
         for r in range(repeats):
             i = r % rotate
-            # New values for every repeat, written just before it: nothing cached by address, by
-            # content seen in the warm-up, or by a previous call is right. (Rotating slots still
-            # keeps the previous inputs out of the L2 of this one.)
-            seeds[i] = self.fresh_seed()
-            inputs[i] = make_inputs(shape, self.device, self.dtype, seeds[i])
-            for side in sides:
-                if not side.failed:
-                    self.load(side.sets[i], *inputs[i])
-            epoch += 1
-            repeat_seed.append(seeds[i])
+            inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if not side.failed:
-                    # A baseline is our code: one snapshot of it is checked, so two are kept.
-                    kept = r in keep_trusted if side.trusted else r in keep
-                    self.timed_call(side, shape, i, inputs[i], epoch, keep=kept)
-        self.verify_timed(sides, shape, repeat_seed)
-        return self.summarize_shape(shape, sides, copy_ms, idle_post)
+                    self.timed_call(side, shape, i, inputs, check=not side.trusted or (
+                        r == checked_trusted and side is not null))
+            if null.failed:
+                raise StageFailure(CRASH, f"the judge's null worker failed: {null.failed.splitlines()[0][:300]}")
+        return self.summarize_shape(shape, sides, idle_post)
 
     def warm_up(self, sides: list[Side], shape: Shape) -> None:
         min_ms = float(self.s["warmup_ms"])
@@ -552,62 +622,68 @@ class Judge:
         side.failed = f.message
         if side.name == "incumbent":
             self.drop_incumbent(f"{f.status}: {f.message}")
-        else:
-            self.note(f"{side.name}: no result ({f.message.splitlines()[0][:200]})")
+            return
+        self.note(f"{side.name}: no result ({f.message.splitlines()[0][:200]})")
+        if f.status in (TIMEOUT, CRASH) and side.name in self.baselines:
+            # Dead or hung: it would hold up every later call of the stage.
+            self.baselines.pop(side.name).close()
 
-    def post_call(self, side: Side, slot: Slots, inputs, keep: bool) -> tuple[Optional[torch.Tensor], Optional[str], float]:
-        """Snapshot + input check, timed on the judge's own stream."""
+    def post_call(self, slot: Slots, inputs) -> tuple[Optional[str], float]:
+        """The input check, timed on the judge's own stream: (the input changed, ms)."""
         if self.device == "cuda":
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
         t0 = time.perf_counter()
-        snap = slot.out.clone() if keep else None
         changed = self.untouched(slot, *inputs)
         if self.device == "cuda":
             b.record()
             b.synchronize()
-            return snap, changed, a.elapsed_time(b)
-        return snap, changed, (time.perf_counter() - t0) * 1e3
+            return changed, a.elapsed_time(b)
+        return changed, (time.perf_counter() - t0) * 1e3
 
-    def calibrate_post(self, side: Side, inputs) -> tuple[float, float]:
-        """(one output-sized copy, the whole post-call work) in ms with nobody else running:
-        the worker's own copy of its output costs the first, the judge's check the second."""
-        slot = side.sets[0]
-        copies, posts = [], []
+    def calibrate_post(self, inputs) -> float:
+        """The post-call work on an idle GPU, on the judge's own memory only (no worker's slot, so
+        no worker's leftover work can slow the yardstick down)."""
+        mine = [t.clone() for t in inputs]
+        posts = []
         for _ in range(5):
             if self.device == "cuda":
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 a.record()
-                slot.out.clone()
+                all(torch.equal(x, y) for x, y in zip(mine, inputs))
                 b.record()
                 b.synchronize()
-                copies.append(a.elapsed_time(b))
+                posts.append(a.elapsed_time(b))
             else:
                 t0 = time.perf_counter()
-                slot.out.clone()
-                copies.append((time.perf_counter() - t0) * 1e3)
-            posts.append(self.post_call(side, slot, inputs, keep=True)[2])
-        return statistics.median(copies), statistics.median(posts)
+                all(torch.equal(x, y) for x, y in zip(mine, inputs))
+                posts.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(posts)
 
-    def timed_call(self, side: Side, shape: Shape, i: int, inputs, epoch: int, keep: bool) -> None:
+    def timed_call(self, side: Side, shape: Shape, i: int, inputs, check: bool) -> None:
         slot = side.sets[i]
-        slot.out.fill_(float("nan"))
-        self.flush.flush()
-        self.sync()
+        where = describe(shape)
         try:
-            rep = side.worker.request(self.call_msg(slot, shape, epoch=epoch), self.deadline)
-        except WorkerGone as exc:
-            self.side_failed(side, self.gone(exc, side.worker, f"(timing {describe(shape)})"))
+            data, wall, late = self.call(side.worker, slot, inputs, self.call_msg(slot, shape), f"(timing {where})",
+                                         limit_s=None if side.name == "candidate" else OTHERS_CALL_LIMIT_S)
+        except StageFailure as f:
+            self.side_failed(side, f)
             return
-        data = rep.data
         if data.get("error") or data.get("problem"):
             why = str(data.get("error") or data.get("problem"))
-            self.side_failed(side, StageFailure(INCORRECT, f"attention() raised while timing {describe(shape)}:\n{why[:2000]}"))
+            self.side_failed(side, StageFailure(INCORRECT, f"attention() raised while timing {where}:\n{why[:2000]}"))
             return
-        snap, changed, post = self.post_call(side, slot, inputs, keep)
-        if changed:
+        side.late += late
+        if late and not side.trusted and side.late >= 2:
+            self.side_failed(side, StageFailure(INCORRECT, (
+                f"attention() did not return within {ARM_WAIT_S:g} s of being called on {where}, twice, "
+                f"while timed: it waits for the GPU inside the call (torch.cuda.synchronize(), .item(), "
+                f".cpu(), a blocking copy) or compiles every call; timed calls must only queue GPU work")))
+            return
+        changed, post = self.post_call(slot, inputs)
+        if changed and side.name != "null":
             self.side_failed(side, StageFailure(INCORRECT, f"attention() modified its input {changed} while timed on "
-                                                           f"{describe(shape)}: inputs are read-only"))
+                                                           f"{where}: inputs are read-only"))
             return
         try:
             ms = float(data["ms"])
@@ -617,54 +693,47 @@ class Judge:
         if not math.isfinite(ms) or ms < 0:
             ms = 0.0
         side.reported.append(ms)
-        side.wall.append(rep.wall_ms)
+        side.wall.append(wall)
         host = data.get("host_ms")
         if isinstance(host, list) and len(host) == 2 and all(isinstance(x, (int, float)) for x in host):
             side.host.append([float(x) for x in host])
         side.post.append(post)
-        side.snapshots.append(snap)
+        if check:
+            # Every timed output of a kernel, on rows drawn only now: nothing a call can observe
+            # tells a checked call from another.
+            try:
+                self.verify(slot.out, *inputs, shape, None, SAMPLE_ROWS[self.device],
+                            "(an output timed in the benchmark) ")
+            except StageFailure as f:
+                self.side_failed(side, f)
 
-    def verify_timed(self, sides: list[Side], shape: Shape, repeat_seed: list[int]) -> None:
-        """Check timed outputs drawn now, after every call of the shape has run: several of the
-        candidate's and the incumbent's (every one on a CPU), one of each baseline's."""
-        for side in sides:
-            if side.failed:
-                continue
-            have = [r for r, snap in enumerate(side.snapshots) if snap is not None]
-            n = 1 if side.trusted else (len(have) if self.device == "cpu" else max(3, len(have) // 5))
-            for r in sorted(self.rng.sample(have, min(n, len(have)))):
-                q, k, v = make_inputs(shape, self.device, self.dtype, repeat_seed[r])
-                try:
-                    self.verify(side.snapshots[r], q, k, v, shape, None, SAMPLE_ROWS[self.device],
-                                "(an output timed in the benchmark) ")
-                except StageFailure as f:
-                    self.side_failed(side, f)
-                    break
-            side.snapshots = []
-
-    def overhead(self, sides: list[Side], copy_ms: float) -> tuple[float, float]:
-        """(median, high) ms a timed call costs beyond its reported time when nobody lies: from
-        the trusted baselines' own calls of this shape where there are any (they pay the same
-        protocol, output copy and synchronisation), else from pings plus one output copy."""
-        gaps = [w - r for s in sides if s.trusted and not s.failed for r, w in zip(s.reported, s.wall)]
-        o_med, o_hi = self.overhead_ms
-        if len(gaps) >= 5:
-            return max(statistics.median(gaps), o_med + copy_ms), max(percentile(gaps, 0.9), o_hi + copy_ms)
-        lead = self.lead_ms  # the spin in front of each timed call is in the wall time, not the events
-        return (max(o_med + copy_ms, FALLBACK_GAP[self.device]) + lead,
-                max(o_hi + copy_ms, OVERHEAD_CAP[self.device]) + lead)
+    def overhead(self, null: Side) -> tuple[float, float]:
+        """(median, p90) ms a timed call costs beyond its reported time when nobody lies: the
+        null worker's, on this shape's output size, interleaved with everybody's calls."""
+        gaps = [w - r for r, w in zip(null.reported, null.wall)]
+        if not gaps:
+            raise StageFailure(CRASH, "the judge's null worker timed no call")
+        o_med, o_hi = statistics.median(gaps), percentile(gaps, 0.9)
+        cap = OVERHEAD_CEILING[self.device]
+        if o_hi > cap:
+            # A slowed null worker (a same-uid process can renice it without bubblewrap) must not
+            # widen what a kernel may under-report.
+            self.note(f"the null worker's overhead ({o_hi:.3f} ms at p90) exceeded {cap:g} ms: capped")
+        return min(o_med, cap), min(o_hi, cap)
 
     @staticmethod
     def used_times(side: Side, o_hi: float) -> list[float]:
-        """Per call: the worker's own time, but never below what the judge's clock allows it
-        (its wall time less the most an honest call's overhead takes)."""
+        """Per call: a trusted baseline's own events; a kernel's own time, but never below what the
+        judge's clock allows it (its wall time less the null worker's high overhead)."""
+        if side.trusted:
+            return list(side.reported)
         return [max(rep, wall - o_hi) for rep, wall in zip(side.reported, side.wall)]
 
     def check_clock(self, side: Side, shape: Shape, o_med: float) -> None:
         if side.trusted or not side.reported:
             return
         rep = statistics.median(side.reported)
-        est = statistics.median(w - o_med for w in side.wall)
+        est = statistics.median(side.wall) - o_med
         share, slack = CLOCK_FLOOR[self.device]
         if rep < share * est - slack:
             self.side_failed(side, StageFailure(INCORRECT, (
@@ -675,19 +744,20 @@ class Judge:
     def check_busy_after(self, side: Side, shape: Shape, idle_post: float) -> None:
         if self.device != "cuda" or side.trusted or not side.post:
             return
-        post = statistics.median(side.post)
         factor, slack = BUSY_AFTER
-        if post > factor * idle_post + slack:
+        busy = [p for p in side.post if p > factor * idle_post + slack]
+        if len(busy) >= max(2, math.ceil(BUSY_CALLS * len(side.post))):
             self.side_failed(side, StageFailure(INCORRECT, (
                 f"the GPU was still busy with the {side.name}'s work after attention() returned on {describe(shape)} "
-                f"(the judge's own work took {post:.3f} ms instead of {idle_post:.3f}): finish all work on "
-                f"torch.cuda.current_stream() before returning")))
+                f"in {len(busy)} of {len(side.post)} calls (the judge's own work took up to {max(busy):.3f} ms instead "
+                f"of {idle_post:.3f}): finish all work on torch.cuda.current_stream() before returning")))
 
-    def summarize_shape(self, shape: Shape, sides: list[Side], copy_ms: float, idle_post: float) -> dict[str, Any]:
-        o_med, o_hi = self.overhead(sides, copy_ms)
+    def summarize_shape(self, shape: Shape, sides: list[Side], idle_post: float) -> dict[str, Any]:
+        null = sides[-1]
+        sides = sides[:-1]
+        o_med, o_hi = self.overhead(null)
         row = self.shape_row(shape, sides, o_hi)
-        row["overhead_ms"] = {"median": o_med, "high": o_hi, "ping": list(self.overhead_ms), "copy": copy_ms,
-                              "post_idle": idle_post,
+        row["overhead_ms"] = {"median": o_med, "high": o_hi, "post_idle": idle_post,
                               "post": {s.name: statistics.median(s.post) for s in sides if s.post},
                               "host": {s.name: [statistics.median(h[0] for h in s.host),
                                                 statistics.median(h[1] for h in s.host)] for s in sides if s.host}}
@@ -705,6 +775,9 @@ class Judge:
         cand = sides[0]
         times = self.used_times(cand, o_hi)
         t = statistics.median(times)
+        if t <= 0:
+            raise StageFailure(INCORRECT, f"the candidate's timed calls of {describe(shape)} took no time by every "
+                                          f"clock: nothing was measured")
         row: dict[str, Any] = {
             "label": shape.label, "shape": _shape_dict(shape), "time_ms": t,
             "wall_ms": statistics.median(cand.wall), "reported_ms": statistics.median(cand.reported),
@@ -718,6 +791,9 @@ class Judge:
                     row["baselines"][side.name] = None
                 continue
             other = self.used_times(side, o_hi)
+            if min(times) <= 0 or min(other) <= 0:
+                raise StageFailure(INCORRECT, f"a timed call of {describe(shape)} took no time by every clock: "
+                                              f"nothing was measured")
             ratios = [to / tc for tc, to in zip(times, other)]
             if side.name == "incumbent":
                 row["incumbent_ratio"] = statistics.median(ratios)

@@ -78,7 +78,7 @@ class WorkerProc:
         self._cmd_w = self._rep_r = mine.detach()
         worker_fd = theirs.detach()
         argv += ["--cmd-fd", str(worker_fd), "--reply-fd", str(worker_fd)]
-        pass_fds = [worker_fd] + ([self.arena.fd] if self.arena is not None and self.arena.fd is not None else [])
+        pass_fds = [worker_fd] + (self.arena.fds() if self.arena is not None else [])
         env = sandbox.worker_env(base_env, {**spec.env, "PYTHONUNBUFFERED": "1",
                                             "PYTHONPATH": str(_PKG_PARENT) + _pythonpath_tail(base_env)},
                                  home=str(scratch))
@@ -115,15 +115,15 @@ class WorkerProc:
         line, self._buf = self._buf.split(b"\n", 1)
         return line
 
-    def _parse(self, line: bytes, op: str, nonce: Optional[str]) -> dict[str, Any]:
+    def _parse(self, line: bytes, op: str, nonce: Optional[str], more: bool = False) -> dict[str, Any]:
         try:
             data = json.loads(line)
         except ValueError:
             raise WorkerGone("protocol", f"{self.role} wrote something that is not a reply on the judge's channel")
         if not isinstance(data, dict) or data.get("op") != op or (nonce is not None and data.get("nonce") != nonce):
             raise WorkerGone("protocol", f"{self.role} sent a reply the judge did not ask for (forged or out of order)")
-        if op == "ready" and data.get("error"):
-            return data  # it could not start and has exited: nothing more will come
+        if (op == "ready" and data.get("error")) or more:
+            return data  # it could not start and has exited, or its next message is allowed
         if self._buf or select.select([self._rep_r], [], [], 0)[0]:
             extra = self._buf or os.read(self._rep_r, 200)
             if not extra:  # end of file: it replied, then closed the channel or died
@@ -133,11 +133,17 @@ class WorkerProc:
                                          f"({extra[:120]!r})")
         return data
 
+    def has_pending(self) -> bool:
+        """Whether the worker has written anything the judge has not read yet."""
+        return bool(self._buf) or bool(select.select([self._rep_r], [], [], 0)[0])
+
     def ready(self, deadline: float) -> dict[str, Any]:
         return self._parse(self._read_line(deadline), "ready", None)
 
-    def request(self, msg: dict[str, Any], deadline: float) -> Reply:
-        """Send one command and wait for its reply; the candidate runs only inside this window."""
+    def send(self, msg: dict[str, Any]) -> tuple[str, float]:
+        """Write one command (resuming the worker); (its nonce, the judge's clock at sending)."""
+        if self._cmd_w is None:
+            raise WorkerGone("crash", f"{self.role} was closed")
         nonce = secrets.token_hex(8)
         data = (json.dumps({**msg, "nonce": nonce}) + "\n").encode()
         if self.paused:
@@ -148,13 +154,25 @@ class WorkerProc:
                 data = data[os.write(self._cmd_w, data):]
         except (BrokenPipeError, OSError):
             raise WorkerGone("crash", f"{self.role} died ({exit_text(self.proc.poll())})")
+        return nonce, t0
+
+    def receive(self, op: str, nonce: str, deadline: float, t0: float, *, pause: bool = True,
+                more: bool = False) -> Reply:
+        """The reply to `nonce`; wall time from t0. `more`: the worker may already have written a
+        second message (the armed half of a GPU call is followed by its result)."""
         line = self._read_line(deadline)
         wall = (time.perf_counter() - t0) * 1e3
-        # Nothing of it runs while the judge checks or others are timed. Every worker, trusted or
-        # not, is paused alike: a process woken from SIGSTOP starts its next call from cold caches,
-        # and only a symmetric cost keeps the interleaved ratios fair.
-        self.pause()
-        return Reply(self._parse(line, msg["op"], nonce), wall)
+        if pause:
+            # Nothing of it runs while the judge checks or others are timed. Every worker, trusted
+            # or not, is paused alike: a process woken from SIGSTOP starts its next call from cold
+            # caches, and only a symmetric cost keeps the interleaved ratios fair.
+            self.pause()
+        return Reply(self._parse(line, op, nonce, more=more), wall)
+
+    def request(self, msg: dict[str, Any], deadline: float) -> Reply:
+        """Send one command and wait for its reply; the candidate runs only inside this window."""
+        nonce, t0 = self.send(msg)
+        return self.receive(msg["op"], nonce, deadline, t0)
 
     # -- life ------------------------------------------------------------------------------------
     def pause(self) -> None:
@@ -179,6 +197,8 @@ class WorkerProc:
         return self.proc.output_tail()
 
     def close(self) -> None:
+        if self._cmd_w is None:
+            return  # closed already: the fd number may belong to someone else by now
         try:
             os.write(self._cmd_w, b'{"op": "exit"}\n')
         except OSError:
@@ -188,6 +208,7 @@ class WorkerProc:
             os.close(self._cmd_w)
         except OSError:
             pass
+        self._cmd_w = self._rep_r = None
         if self.arena is not None:
             self.arena.close()
             self.arena = None

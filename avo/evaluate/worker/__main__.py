@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from avo.evaluate.worker.arena import open_arena, view
+from avo.evaluate.worker.arena import open_arena, open_flag, view
 from avo.evaluate.worker.loader import ContractError, accepts_out, format_exception, load_kernel
 
 SETTLE_WINDOW = 8
@@ -60,8 +60,14 @@ class Target:
     def __init__(self, args: argparse.Namespace):
         self.path = args.kernel
         self.context = None
-        self.expanded: dict[tuple, tuple] = {}
-        if args.kernel:
+        self.null = args.baseline == "null"
+        self._null_out: dict[tuple, torch.Tensor] = {}
+        if self.null:
+            # The judge's yardstick: the call protocol around no work (and one output copy),
+            # timed like every other call, so its overhead is measured, not assumed.
+            self.baseline = None
+            self.takes_out = False
+        elif args.kernel:
             module = load_kernel(args.kernel, tag=args.role)
             self.fn: Callable = module.attention
             self.takes_out = accepts_out(self.fn)
@@ -76,6 +82,12 @@ class Target:
             self.takes_out = False
 
     def call(self, q, k, v, causal: bool, scale: Optional[float], out: Optional[torch.Tensor]):
+        if self.null:
+            key = (tuple(q.shape), q.dtype)
+            if key not in self._null_out:
+                self._null_out.clear()
+                self._null_out[key] = torch.zeros_like(q)
+            return self._null_out[key]
         if self.baseline is None:
             kwargs: dict[str, Any] = {"causal": causal}
             if scale is not None:
@@ -93,6 +105,7 @@ class Worker:
         self.replies = replies
         self.target: Optional[Target] = None
         self.arena: Optional[torch.Tensor] = None
+        self.flag = None
         self.args = args
         self.gqa_expand = False
 
@@ -104,19 +117,18 @@ class Worker:
         t = msg["t"]
         q, k, v, out = (view(self.arena, t[n]) for n in ("q", "k", "v", "out"))
         if self.gqa_expand and k.shape[2] != q.shape[2]:
-            # A baseline backend that refused GQA: kv heads repeated outside the timed call,
-            # re-made whenever the judge has rewritten the inputs (a new epoch).
-            key = (t["k"]["offset"], tuple(t["k"]["shape"]), msg.get("epoch"))
-            if key not in self.target.expanded:
-                if len(self.target.expanded) >= 8:
-                    self.target.expanded.clear()
-                rep = q.shape[2] // k.shape[2]
-                self.target.expanded[key] = (k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2))
-            k, v = self.target.expanded[key]
+            # A baseline backend that refused GQA: kv heads repeated in front of the start
+            # event (a baseline is timed by its events only), fresh every call.
+            rep = q.shape[2] // k.shape[2]
+            k, v = k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2)
         return q, k, v, out
 
-    def one_call(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def one_call(self, msg: dict[str, Any], armed: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+        """One call of the target. `armed` (GPU): the work is queued behind the judge's release
+        flag; `armed()` tells the judge it is queued, then this waits for the GPU to finish."""
         h0 = time.perf_counter()
+        if self.device == "cuda" and armed is not None:
+            self.flag.wait(torch.cuda.current_stream().cuda_stream, int(msg["arm"]))
         q, k, v, out = self.tensors(msg)
         pass_out = bool(msg.get("pass_out")) and self.target.takes_out
         scale = msg.get("scale")
@@ -124,9 +136,8 @@ class Worker:
         if self.device == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             lead = int(msg.get("lead_cycles") or 0)
-            if lead > 0:
-                # Keep the GPU busy while the host prepares the launch: the events then time the
-                # kernel, not the Python in front of it (every kernel and baseline alike).
+            if lead > 0 and armed is None:
+                # Without a release flag: keep the GPU busy while the host prepares the launch.
                 torch.cuda._sleep(lead)
             start.record()
             res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
@@ -141,6 +152,8 @@ class Worker:
             problem = _output_problem(res, q, k, v)
             if problem is None:
                 out.copy_(res)
+        if armed is not None:
+            armed()
         self.sync()
         if self.device == "cuda":
             ms = start.elapsed_time(end)
@@ -195,6 +208,12 @@ class Worker:
                 if op == "map":
                     self.arena = open_arena(msg["arena"])
                     reply = {}
+                    if self.device == "cuda":
+                        self.flag, why = open_flag(msg["arena"])
+                        reply = {"flag": self.flag is not None, "flag_error": why}
+                elif op == "call" and msg.get("arm") is not None and self.flag is not None:
+                    nonce = msg.get("nonce")
+                    reply = self.one_call(msg, armed=lambda: self.replies.send(op=op, nonce=nonce, phase="armed"))
                 elif op == "call":
                     reply = self.profiled_call(msg) if msg.get("profile") else self.one_call(msg)
                 elif op == "warm":

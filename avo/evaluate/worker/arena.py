@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -49,3 +49,45 @@ def view(arena: torch.Tensor, t: dict[str, Any]) -> torch.Tensor:
     start = int(t["offset"])
     nbytes = size * torch.empty((), dtype=dtype).element_size()
     return arena[start:start + nbytes].view(dtype).view(*t["shape"])
+
+
+class ReleaseFlag:
+    """The judge's release flag (judge/arena.py), mapped into this GPU's address space: an armed
+    call's stream waits on it before it starts. Through libcuda directly (the v2 stream memory
+    operations, in every driver since CUDA 12), so no binding's enum names are needed."""
+
+    _WAIT_EQ = 0x1
+    _HOSTREGISTER_PORTABLE_DEVICEMAP = 0x01 | 0x02
+
+    def __init__(self, fd: int):
+        self._mm = mmap.mmap(fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._cu = ctypes.CDLL("libcuda.so.1")
+        host = ctypes.addressof(ctypes.c_char.from_buffer(self._mm))
+        self._ok(self._cu.cuMemHostRegister_v2(ctypes.c_void_p(host), ctypes.c_size_t(mmap.PAGESIZE),
+                                               ctypes.c_uint(self._HOSTREGISTER_PORTABLE_DEVICEMAP)),
+                 "cuMemHostRegister")
+        dptr = ctypes.c_uint64(0)
+        self._ok(self._cu.cuMemHostGetDevicePointer_v2(ctypes.byref(dptr), ctypes.c_void_p(host), ctypes.c_uint(0)),
+                 "cuMemHostGetDevicePointer")
+        self.dptr = dptr.value
+
+    @staticmethod
+    def _ok(err: int, what: str) -> None:
+        if err != 0:
+            raise RuntimeError(f"{what} failed (CUresult {err})")
+
+    def wait(self, stream_handle: int, token: int) -> None:
+        """Queue on the stream: wait until the flag holds `token`."""
+        self._ok(self._cu.cuStreamWaitValue32_v2(ctypes.c_void_p(stream_handle), ctypes.c_uint64(self.dptr),
+                                                 ctypes.c_uint32(token & 0xFFFFFFFF), ctypes.c_uint(self._WAIT_EQ)),
+                 "cuStreamWaitValue32")
+
+
+def open_flag(spec: dict[str, Any]) -> tuple[Optional[ReleaseFlag], str]:
+    """(the flag, "") or (None, why it cannot be used here)."""
+    if spec.get("flag_fd") is None:
+        return None, "no release flag offered"
+    try:
+        return ReleaseFlag(int(spec["flag_fd"])), ""
+    except (OSError, AttributeError, RuntimeError, ValueError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
