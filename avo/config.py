@@ -144,6 +144,9 @@ class EvaluatorConfig:
     # be used): a spin of launch_cover_cycles is queued in front of the call instead, and a kernel
     # that skips it can under-report by up to that spin.
     gpu_release: str = "flag"
+    # Processes + threads a kernel's sandbox may hold (checked whenever its worker is paused; more
+    # and it is killed, status crash). H200 evaluations of our kernel stayed under it.
+    max_processes: int = 64
     launch_cover_cycles: int = 1_500_000
 
 

@@ -161,6 +161,7 @@ class _Watch:
 
 def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float],
          extra_env: Optional[dict[str, str]] = None) -> EvalResult:
+    _guard_search_process()
     watch = _Watch(limits, timeout)
     read_fd, write_fd = _channel()
     log = tempfile.TemporaryFile()
@@ -194,6 +195,15 @@ def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float]
         return _verdict(job, watch, timed_out, proc.returncode, _tail(log))
     finally:
         log.close()
+
+
+def _guard_search_process() -> None:
+    """Before any kernel runs: without bubblewrap a worker has our uid, and this process holds the
+    credentials (in /proc/PID/environ, in memory). Undumpable, it is out of the worker's reach (the
+    launcher drops root's capabilities). Idempotent; this process still reads its own /proc/self."""
+    from avo.evaluate import sandbox
+
+    sandbox.make_undumpable()
 
 
 def _channel() -> tuple[int, int]:
@@ -297,6 +307,9 @@ def _verdict(job: dict[str, Any], watch: _Watch, timed_out: bool, rc: Optional[i
     res["env"] = {**watch.env, **res.get("env", {})}
     res["wall_s"] = wall
     result = EvalResult.from_dict(res)
+    if res.get("detail") and "detail" not in EvalResult.__dataclass_fields__:
+        # The judge's own traceback of a crash: kept where a record has room for it.
+        result.notes.append(f"detail: {res['detail']}")
     if result.status == OK:
         summarize(result)
     return result

@@ -78,6 +78,9 @@ class EvalResult:
     # no host launch time is timed and the judge's clock bounds every report) or
     # "launch-cover-spin" (the weaker fallback where the flag cannot be used); None on a CPU.
     timing: Optional[str] = None
+    # The judge's own traceback when it failed (status crash, "the judge failed in stage ..."),
+    # credentials cut out by the search's side.
+    detail: str = ""
 
     @property
     def ok(self) -> bool:

@@ -5,13 +5,15 @@ The judge starts one worker per kernel with `spawn`; the candidate's code in it 
   /tmp and /dev, /run and `hide_paths` emptied, only `scratch` and `writable_paths` writable, no
   network, no capabilities when root. The kernel kills the pid namespace when its init dies, so
   nothing outlives `kill()`.
-- "process" (bwrap missing or unusable): the judge's uid, so it confines nothing (the worker can read
-  the user's files, write the project, signal or ptrace the judge, use the network); it only tracks
-  processes. A launcher (`_launch`) is a child subreaper, so every orphan of the candidate reparents
-  to it, and `processes()`/`kill()` walk /proc ppid links from it, whatever sessions or process
-  groups the candidate makes. A candidate that kills its launcher orphans its processes to the next
-  subreaper up: the judge calls `become_subreaper()` once at start, and `kill_strays()` (run by
-  every `kill()`) finds them there.
+- "process" (bwrap missing or unusable): the judge's uid, so it confines little (the worker can read
+  the user's files, write the project, signal the judge, use the network). It runs without
+  capabilities even as root, so it can neither ptrace nor read the /proc/PID/environ, mem or fds of
+  the judge and the search, which make themselves undumpable (`make_undumpable`); beyond that it
+  only tracks processes. A launcher (`_launch`) is a child subreaper, so every orphan of the
+  candidate reparents to it, and `processes()`/`kill()` walk /proc ppid links from it, whatever
+  sessions or process groups the candidate makes. A candidate that kills its launcher orphans its
+  processes to the next subreaper up: the judge calls `become_subreaper()` once at start, and
+  `kill_strays()` (run by every `kill()`) finds them there.
 Both modes run the launcher: it sets the rlimits before exec (no `preexec_fn`: unsafe in a threaded
 judge), reports the worker's pid and exact exit status on a private pipe, and kills what is left
 when the worker exits. Parent-death signals (bwrap's --die-with-parent, the launcher's) fire when
@@ -65,9 +67,10 @@ class SandboxError(Exception):
 @dataclass
 class Limits:
     """Bounded by the kernel: the rlimits (soft = hard, so only a privileged worker can raise them).
-    Bounded only where the judge checks `Worker.over_process_limit()`: `max_processes` (RLIMIT_NPROC
-    does not bind root). Not bounded: memory beyond the address space, CPU time, GPU memory, disk
-    filled by many files each below `file_size_bytes`."""
+    Bounded by `Worker.pause()`, which kills a sandbox it finds with more than `max_processes`
+    (RLIMIT_NPROC counts every process of the uid, and does not bind root): see `Worker.violation`.
+    Not bounded: memory beyond the address space, CPU time, GPU memory, disk filled by many files
+    each below `file_size_bytes`."""
 
     file_size_bytes: int = 4 << 30  # RLIMIT_FSIZE
     open_files: int = 4096  # RLIMIT_NOFILE
@@ -122,7 +125,9 @@ def choose(mode: str) -> Isolation:
             raise SandboxError(f"sandbox=bubblewrap is unusable ({why}): install it (apt-get install bubblewrap), "
                                "allow it namespaces, or use sandbox=auto or process")
         note = f" (bubblewrap unavailable: {why})"
-    return Isolation("process", f"process: same uid, own session, subreaper launcher, rlimits, env allow-list{note}")
+    caps = ", no capabilities" if os.geteuid() == 0 else ""
+    return Isolation("process", f"process: same uid{caps}, own session, subreaper launcher, rlimits, env allow-list"
+                                f"{note}")
 
 
 # --- environment ----------------------------------------------------------------------------------
@@ -236,6 +241,24 @@ def become_subreaper() -> bool:
     return _prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
 
 
+def make_undumpable() -> bool:
+    """PR_SET_DUMPABLE 0 for this process: a process of the same uid without CAP_SYS_PTRACE (a worker:
+    the launcher drops root's capabilities) can then neither ptrace it nor read its /proc/PID/environ,
+    mem, maps or fds. The judge and the search call it; it still reads its own /proc/self and its
+    workers' /proc (they are dumpable again after their exec). It also turns off its core dumps."""
+    return _prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE
+
+
+def _drop_capabilities() -> None:
+    """All of them, the bounding set first so that an exec as root cannot give them back (bwrap does
+    the same with --cap-drop ALL); without privilege there is nothing to drop and this changes nothing."""
+    last = int(_read("/proc/sys/kernel/cap_last_cap").strip() or 63)
+    for cap in range(last + 1):
+        _prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    ctypes.CDLL(None, use_errno=True).capset(header, (ctypes.c_uint32 * 6)())
+
+
 def _is_subreaper() -> bool:
     flag = ctypes.c_int(0)
     _prctl(37, ctypes.byref(flag), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
@@ -331,6 +354,7 @@ def _launch(cfg: dict, argv: list[str]) -> None:
     if (pid := os.fork()) == 0:
         try:
             _prctl(1, int(signal.SIGKILL), 0, 0, 0)  # the worker dies with its launcher
+            _drop_capabilities()  # root's CAP_SYS_PTRACE would read the undumpable judge's /proc anyway
             os.close(ctl)
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM):  # Python ignores the first two
                 signal.signal(sig, signal.SIG_DFL)
@@ -437,13 +461,16 @@ def spawn(argv: Sequence[str], *, isolation: Isolation, scratch: Path, env: Mapp
 class Worker:
     """One running worker. `pid` is the host pid of the worker command itself (the launcher's child),
     so signals and /proc/PID/maps reach the candidate's interpreter. `processes()` also lists bwrap,
-    the namespace's init and the launcher (`_infra`), which `pause()` and `over_process_limit()` skip."""
+    the namespace's init and the launcher (`_infra`), which `pause()` and `over_process_limit()` skip.
+    `violation`: None, or one line saying which limit `pause()` found broken (it then killed the
+    sandbox, so the worker's next request fails): the reason to report instead of its death."""
 
     def __init__(self, proc: subprocess.Popen, isolation: Isolation, limits: Limits, ctl: int, tag: str):
         self._proc, self.isolation, self._limits, self._ctl, self._tag = proc, isolation, limits, ctl, tag
         self._buf, self._lock, self._ctl_buf, self._exit = bytearray(), threading.Lock(), b"", None
         self.pid, self._infra = proc.pid, {proc.pid}
         self._pauses, self._strays_seen, self._stopped = 0, [], []
+        self.violation: Optional[str] = None
         self._drain = threading.Thread(target=self._drain_loop, daemon=True, name=f"sandbox-drain-{proc.pid}")
         self._drain.start()
         with _LIVE_LOCK:
@@ -525,9 +552,11 @@ class Worker:
         return sorted(p for p in _subtree([self._proc.pid, *_strays(table, self._tag)], table)
                       if table[p][2] not in "ZX")
 
-    def over_process_limit(self) -> bool:
-        """More processes + threads (/proc/PID/status Threads) than Limits.max_processes, `_infra` aside."""
-        threads = sum(int(_status(p, "Threads", "1")) for p in self.processes() if p not in self._infra)
+    def over_process_limit(self, pids: Optional[Sequence[int]] = None) -> bool:
+        """More processes + threads (/proc/PID/status Threads) than Limits.max_processes, `_infra` aside;
+        `pids`: the sandbox's processes, when the caller has just listed them."""
+        pids = self.processes() if pids is None else pids
+        threads = sum(int(_status(p, "Threads", "0")) for p in pids if p not in self._infra)
         return threads > self._limits.max_processes
 
     def _quick(self) -> list[int]:
@@ -558,7 +587,9 @@ class Worker:
         return [p for p in self._quick() if p not in self._infra]
 
     def pause(self) -> None:
-        """SIGSTOP every process but `_infra` (they only wait); returns once all are stopped (or ~5 s)."""
+        """SIGSTOP every process but `_infra` (they only wait); returns once all are stopped (or ~5 s).
+        Then the count is exact (a stopped process cannot fork): over Limits.max_processes, the whole
+        sandbox is killed and `violation` says why."""
         deadline = time.monotonic() + _KILL_WAIT_S
         pids = self._to_stop()
         while time.monotonic() < deadline:
@@ -567,10 +598,14 @@ class Worker:
                 new = [p for p in self._quick() if p not in self._infra and p not in pids]
                 if not new:  # nothing forked between the listing and the stop
                     self._stopped = pids
-                    return
+                    break
                 pids += new
                 continue
             time.sleep(0.0002)
+        if self.violation is None and self.over_process_limit(pids):
+            self.violation = f"the kernel started more than {self._limits.max_processes} processes (threads count too)"
+            self.kill()
+            self._stopped = []  # dead: their pids may be reused
 
     def resume(self) -> None:
         _signal(set(self._stopped) | set(self._quick()), signal.SIGCONT)

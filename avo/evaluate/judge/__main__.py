@@ -2,8 +2,10 @@
 
 Reads the job (JSON) on stdin and reports stage starts/ends and the verdict as JSON lines on the
 fd in $AVO_JUDGE_FD, which no worker inherits. Every process a kernel starts is killed before
-this process exits: the workers' sandboxes, and any orphan that reparented to this process (it is
-a child subreaper), setsid daemons included.
+the verdict is sent: the workers' sandboxes, and any orphan that reparented to this process (it is
+a child subreaper), setsid daemons included. Whatever goes wrong in here after the job is read
+still ends in a verdict, `crash`, naming the stage (`crashed`); it is undumpable from the start,
+so no worker of its uid can ptrace it or read its /proc.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -52,16 +55,46 @@ def cache_env(role: str, source: bytes | None, base: Path) -> tuple[dict[str, st
     return {"CUTE_DSL_CACHE_DIR": str(d / "cute"), "TRITON_CACHE_DIR": str(d / "triton")}, d
 
 
-def main() -> None:
-    faulthandler.enable()
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-    chan = Channel(int(os.environ.pop("AVO_JUDGE_FD")))
-    job = json.loads(sys.stdin.read())
+def crashed(job: dict[str, Any], stage: str, exc: BaseException, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The verdict when the judge itself failed (a bug, an allocation it could not make, a worker
+    that reported something it cannot go on from): never `ok`, one line naming the stage, and the
+    traceback in `detail` (the search's side cuts credentials out of both)."""
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    kept = {k: result[k] for k in ("notes", "isolation", "own_code") if result and k in result}
+    return {**kept, "status": "crash", "stage": stage, "suite": job.get("suite", ""), "device": job.get("device", ""),
+            "message": f"the judge failed in stage {stage}: {type(exc).__name__}" + (f": {first}" if first else ""),
+            "detail": traceback.format_exc()[-8000:]}
+
+
+def violated(result: dict[str, Any], started: list[Any], stage: str) -> dict[str, Any]:
+    """A candidate whose sandbox broke a limit (it was killed for it) fails with that reason, whatever
+    the judge made of its death; the judge's own account goes to `detail`."""
+    why = next((w.proc.violation for w in started if w.role == "candidate" and getattr(w.proc, "violation", None)),
+               None)
+    if why is None:
+        return result
+    before = f"{result.get('status')} at {result.get('stage')}: {result.get('message', '')}"
+    return {**result, "status": "crash", "stage": result.get("stage") or stage, "message": why,
+            "detail": (result.get("detail") or before)[-8000:]}
+
+
+class Run:
+    """What the crash path needs to know of an evaluation that failed part way."""
+
+    def __init__(self):
+        self.judge: Any = None
+        self.started: list[Any] = []  # WorkerProc, in start order
+        self.isolation: Any = None
+
+    def stage(self) -> str:
+        return self.judge.stage if self.judge is not None and self.judge.stage != "startup" else "import"
+
+
+def judge_job(job: dict[str, Any], chan: Channel, run: Run) -> dict[str, Any]:
     from avo.evaluate import sandbox
 
-    sandbox.become_subreaper()
     try:
-        isolation = sandbox.choose(job["settings"].get("sandbox", "auto"))
+        run.isolation = isolation = sandbox.choose(job["settings"].get("sandbox", "auto"))
     except sandbox.SandboxError as exc:
         chan.send(ev="fatal", message=str(exc))
         os._exit(3)
@@ -79,12 +112,12 @@ def main() -> None:
         chan.send(ev="fatal", message="device=cuda but torch.cuda.is_available() is False on this machine "
                                       "(use --device cpu)")
         os._exit(3)
-    root = Path(tempfile.mkdtemp(prefix="avo-eval-"))
     cache_root = Path(job.get("cache_dir") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "avo" / "kernels")
     hide = hidden_paths(job)
-    limits = sandbox.Limits()
+    # max_processes comes with the settings once EvaluatorConfig has it; until then the default.
+    limits = sandbox.Limits(max_processes=int(job["settings"].get("max_processes") or sandbox.Limits.max_processes))
     base_env = dict(os.environ)
-    started: list[WorkerProc] = []
+    root = Path(tempfile.mkdtemp(prefix="avo-eval-"))
 
     def start(spec: WorkerSpec) -> WorkerProc:
         extra, cache = cache_env(spec.role, spec.kernel_source, cache_root)
@@ -92,21 +125,47 @@ def main() -> None:
         # Only this worker's own cache is writable (bubblewrap); the rest of the cache root is hidden.
         w = WorkerProc(spec, scratch=root / spec.role.replace(":", "-"), isolation=isolation, base_env=base_env,
                        hide=hide, limits=limits, writable=[cache])
-        started.append(w)
+        run.started.append(w)
         return w
 
     try:
         env = envinfo.collect(device)
         chan.send(ev="ready", env=env)
+        run.judge = Judge(job, chan.send, start)
         with torch.no_grad():
-            result = Judge(job, chan.send, start).run()
-        result["isolation"] = result.get("isolation") or asdict(isolation)
-        chan.send(ev="result", result=result)
+            result = run.judge.run()
     finally:
-        for w in started:
-            w.close()
+        failures = []
+        for w in run.started:  # every one, even after one failed to close
+            try:
+                w.close()
+            except Exception as exc:  # noqa: BLE001 - raised below, once the rest are closed too
+                failures.append(exc)
         sandbox.kill_strays()
         shutil.rmtree(root, ignore_errors=True)
+        if failures:
+            raise failures[0]
+    return result
+
+
+def main() -> None:
+    from avo.evaluate import sandbox
+
+    sandbox.make_undumpable()  # first: no worker of our uid may read or ptrace our seed, inputs, channels
+    faulthandler.enable()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    chan = Channel(int(os.environ.pop("AVO_JUDGE_FD")))
+    job = json.loads(sys.stdin.read())
+    sandbox.become_subreaper()
+    run = Run()
+    try:
+        result = judge_job(job, chan, run)
+    except BaseException as exc:  # noqa: BLE001 - the search gets a verdict, never our traceback
+        result = crashed(job, run.stage(), exc, run.judge.result if run.judge is not None else None)
+    result = violated(result, run.started, run.stage())
+    if run.isolation is not None:
+        result["isolation"] = result.get("isolation") or asdict(run.isolation)
+    chan.send(ev="result", result=result)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

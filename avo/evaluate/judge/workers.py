@@ -178,6 +178,8 @@ class WorkerProc:
     def pause(self) -> None:
         self.proc.pause()
         self.paused = True
+        if self.proc.violation is not None:  # the sandbox broke a limit and was killed for it
+            raise WorkerGone("crash", f"{self.role}: {self.proc.violation}")
 
     def resume(self) -> None:
         self.proc.resume()
