@@ -1,10 +1,18 @@
 #!/bin/bash
-# Call B (carry .device-carry-fa3 .bwrap .old, made at once after call A on the warm machine):
-# wall time of a full mha evaluation, old evaluator (one process) vs new (judge + workers), then
-# the paper suite against FA3, cuDNN and FA4 through the new evaluator.
+# Call B (carry .device-carry-fa3 .bwrap, made at once after call A on the warm machine): one
+# kernel evaluated three times on mha against cuDNN and FA4 (the noise check: every repeat's
+# speedups inside the others' intervals; each is also a wall-time measurement), then, with PAPER=1,
+# the paper suite against FA3, cuDNN and FA4 (50 repeats), then self-confirmations for BUDGET s.
 source .device-carry-fa3/activate.sh
 export PATH=$PWD/.bwrap:$PATH
 K=$PWD/kernels/cute_dsl/sm90/fmha_fwd.py
-s=$SECONDS; ( cd .old && python3 -m avo.evaluate $K --suite mha --baselines cudnn,fa4 --json $OUT/old_mha.json -q ) 2>&1 | tail -3; echo "old_wall_s $((SECONDS-s))"
-s=$SECONDS; python3 -m avo.evaluate $K --suite mha --baselines cudnn,fa4 --json $OUT/new_mha.json -q 2>&1 | tail -3; echo "new_wall_s $((SECONDS-s))"
-s=$SECONDS; python3 -m avo.evaluate $K --suite paper --baselines fa3,cudnn,fa4 --repeats 50 --json $OUT/paper.json 2>&1 | tail -40; echo "paper_wall_s $((SECONDS-s))"
+for i in 1 2 3; do
+  s=$SECONDS; python3 -m avo.evaluate $K --suite mha --baselines cudnn,fa4 --json $OUT/mha_$i.json -q 2>&1 | tail -3
+  echo "mha_${i}_wall_s $((SECONDS-s))"
+done
+if [ "${PAPER:-0}" = 1 ]; then
+  s=$SECONDS; python3 -m avo.evaluate $K --suite paper --baselines fa3,cudnn,fa4 --repeats 50 --json $OUT/paper.json 2>&1 | tail -34
+  echo "paper_wall_s $((SECONDS-s))"
+fi
+python3 bench/self_confirm.py $K --suite mha --device cuda -n 20 --warmup-ms 500 --budget-s ${BUDGET:-0} \
+  --json $OUT/self_confirm_b.json 2>&1 | tail -3

@@ -31,16 +31,23 @@ def main() -> int:
     p.add_argument("--repeats", type=int)
     p.add_argument("--warmup-ms", type=float)
     p.add_argument("--json", required=True)
+    p.add_argument("--budget-s", type=float, help="start no trial after this many seconds (the JSON holds what ran)")
+    p.add_argument("--release", choices=("flag", "spin"), help="evaluator.gpu_release")
     args = p.parse_args()
     settings = EvaluatorConfig()
     if args.repeats:
         settings.repeats = args.repeats
     if args.warmup_ms is not None:
         settings.warmup_ms = args.warmup_ms
+    if args.release:
+        settings.gpu_release = args.release
     min_gain = SearchConfig().min_gain
     trials = []
     t0 = time.time()
     for i in range(args.n):
+        if args.budget_s is not None and time.time() - t0 >= args.budget_s:
+            print(f"budget of {args.budget_s:g} s spent after {i} trials", file=sys.stderr)
+            break
         r = evaluate(args.kernel, args.suite, device=args.device, settings=settings, incumbent=args.kernel)
         v = confirm(r, min_gain)
         trials.append({"status": r.status, "ratio": r.incumbent_ratio, "margin": r.incumbent_ratio_spread,
@@ -61,6 +68,7 @@ def _summary(args, trials, min_gain, env):
     ok = [t for t in trials if t["status"] == "ok"]
     return {
         "kernel": args.kernel, "suite": args.suite, "device": args.device, "min_gain": min_gain,
+        "repeats": args.repeats, "warmup_ms": args.warmup_ms, "release": args.release,
         "trials": len(trials), "ok": len(ok), "errors": len(trials) - len(ok),
         "accepted": sum(t["accepted"] for t in ok),
         "median_ratio": statistics.median(t["ratio"] for t in ok) if ok else None,

@@ -218,9 +218,14 @@ def test_g_slowing_down_what_shares_its_process_does_not_pay(box):
 
 def test_g_detached_burners_do_not_slow_the_incumbent(box):
     r = run(box.kernel("g_burners"), incumbent=REF)
+    assert not none_left(box), "CPU burners outlived the evaluation"
+    if r.status == "incorrect":
+        # Its burners run while its own call does and delay its own reply on a small CPU: the
+        # judge's clock may refuse its report (as the GPU twin's busy spin may be refused).
+        assert re.search(r"clock|timing", r.message), r.message
+        return
     assert r.status == "ok" and r.incumbent_status == "ok", r.message
     assert r.incumbent_ratio < 2.0, [s.incumbent_ratio for s in r.shapes]
-    assert not none_left(box), "CPU burners outlived the evaluation"
 
 
 # -- credentials -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 
 from avo.config import EvaluatorConfig
 from avo.evaluate import evaluate
+from avo.evaluate.judge.judge import GAP_SLACK
 from avo.suites import Shape
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -93,10 +94,20 @@ def test_r_work_that_starts_before_the_release_is_caught(tmp_path):
     assert r.score is None
 
 
-def test_r_a_15_percent_clock_shave_is_caught(tmp_path):
-    r = evaluate(kernel(tmp_path, "r_gpu_clock_shave"), TIMED, device="cuda", settings=LIBRARY_OK)
-    assert r.status == "incorrect", r.message
-    assert re.search(r"clock|tampered", r.message), r.message
+@pytest.mark.parametrize("factor", [0.85, 0.5])
+def test_r_a_clock_shave_gains_nothing_and_a_large_one_is_named(tmp_path, factor):
+    k = kernel(tmp_path, "r_gpu_clock_shave")
+    k.write_text(k.read_text().replace("@@FACTOR@@", str(factor)))
+    r = evaluate(k, TIMED, device="cuda", settings=LIBRARY_OK)
+    if factor < 0.8 or r.status != "ok":
+        assert r.status == "incorrect", r.message
+        assert re.search(r"clock|tampered", r.message), r.message
+    else:
+        # What a lie the clock check cannot see gains, at most: the null worker's median overhead
+        # plus GAP_SLACK is all a call's wall time is ever reduced by.
+        row = r.shapes[0]
+        truth = row.reported_ms / factor
+        assert row.time_ms >= truth - GAP_SLACK["cuda"] - 0.03, (row.time_ms, truth, row.overhead_ms)
 
 
 def test_r_skipping_the_work_on_one_timed_call_in_ten_is_caught(tmp_path):

@@ -1,16 +1,17 @@
-"""Hostile kernel, attack r (GPU, measurement): an honest kernel whose events under-report by 15 %.
+"""Hostile kernel, attack r (GPU, measurement): an honest kernel whose events under-report.
 
-A lie small enough to pass a loose bound (the judge used to accept reports down to 80 % of what
-its clock allowed): every torch.cuda.Event.elapsed_time in the worker returns 0.85x the truth.
+Every torch.cuda.Event.elapsed_time in the worker returns @@FACTOR@@x the truth. 0.85 is a lie
+small enough to pass the judge's old bound (reports down to 80 % of what its clock allowed).
 
-Verdict: `incorrect` naming the clock (the judge's clock, less the null worker's overhead of the
-same protocol, sees the real time; its bound is 97 % of it).
+Verdict: `incorrect` naming the clock for a large lie; for a small one `ok` or `incorrect`, but
+never a time more than ~0.1 ms below the truth (each call's time is at least its wall time less
+the overhead the null worker measured for the same protocol, plus a slack for the host's jitter).
 """
 import torch
 import torch.nn.functional as F
 
 _real = torch.cuda.Event.elapsed_time
-torch.cuda.Event.elapsed_time = lambda self, end: 0.85 * _real(self, end)
+torch.cuda.Event.elapsed_time = lambda self, end: @@FACTOR@@ * _real(self, end)
 
 
 def attention(q, k, v, causal=False, softmax_scale=None):
