@@ -298,3 +298,34 @@ def test_local_vllm_talks_to_any_openai_compatible_server_without_a_key(tmp_path
     first = model.calls[0]
     assert first["model"] == "hosted_vllm/local-model" and first["api_base"] == "http://gpu7:8000/v1"
     assert "api_key" not in first and first["tools"] and proposal.cost_usd == 0.0
+
+
+def test_no_model_call_may_outlast_the_wall_time(cfg, tmp_path, monkeypatch):
+    """A hanging provider must not hold a variation past agent.wall_time_s: each call's timeout is
+    at most the time left (the provider's default of minutes would otherwise apply)."""
+    _openai_cfg(cfg, monkeypatch, wall_time_s=10)
+    cfg.model.timeout_s = 600
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    model = FakeModel(*[_response("x", [("list_files", {})]) for _ in range(3)])
+    with pytest.raises(OperatorError):
+        AvoAgent(cfg, tmp_path, completion=model, clock=clock).propose(_ctx(tmp_path))
+    assert model.calls and all(c["timeout"] <= 10 for c in model.calls), [c["timeout"] for c in model.calls]
+
+
+def test_a_providers_retry_after_is_honoured(cfg, tmp_path, monkeypatch):
+    import httpx
+
+    _openai_cfg(cfg, monkeypatch)
+    cfg.model.num_retries = 2
+    asked = litellm.RateLimitError("slow down", llm_provider="openai", model="gpt-4o",
+                                   response=httpx.Response(429, headers={"Retry-After": "33"},
+                                                           request=httpx.Request("POST", "http://x/v1")))
+    sleeps = []
+    model = FakeModel(asked, _response("edit", [EDIT]), _response("done", [SUBMIT]), _response("sure", [SUBMIT]))
+    AvoAgent(cfg, tmp_path, completion=model, sleep=sleeps.append).propose(_ctx(tmp_path))
+    assert sleeps == [33.0]

@@ -111,6 +111,17 @@ def _usage(response: Any) -> tuple[int, int]:
     return int(get("prompt_tokens", 0) or 0), int(get("completion_tokens", 0) or 0)
 
 
+def _retry_after(exc: BaseException) -> Optional[float]:
+    """Seconds the provider asked us to wait (its Retry-After header, in seconds), if it said."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None  # an HTTP date, or no header: our own backoff decides
+
+
 def _retryable() -> tuple[type, ...]:
     import litellm
 
@@ -306,10 +317,19 @@ class _Run:
         retryable = _retryable()
         attempts = 1 + max(0, int(model.num_retries))
         for attempt in range(1, attempts + 1):
+            left = self.agent.limits.wall_time_s - self.elapsed() if self.agent.limits.wall_time_s else None
+            if left is not None:
+                if left <= 0:
+                    raise self.fail(f"agent.wall_time_s={self.agent.limits.wall_time_s:g} reached before a model call")
+                # No call may outlast the variation's wall time (a hanging provider included).
+                kwargs["timeout"] = min(float(model.timeout_s), left) if model.timeout_s else left
             try:
                 return self.agent._completion(**kwargs)
             except retryable as exc:
                 wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+                asked = _retry_after(exc)
+                if asked is not None:
+                    wait = min(BACKOFF_CAP_S, max(wait, asked))
                 left = self.agent.limits.wall_time_s - self.elapsed() if self.agent.limits.wall_time_s else None
                 what = redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
                 if attempt == attempts or (left is not None and left <= wait):
