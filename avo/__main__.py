@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from avo import config as avo_config
 from avo.errors import concise_hydra_errors, fail, one_line
+from avo.operators.base import FatalOperatorError
 from avo.paths import conf_dir
 
 avo_config.register()
@@ -55,6 +56,9 @@ def _main(cfg: DictConfig) -> None:
         run_search(cfg, run_dir)
     except avo_config.ConfigError as exc:
         fail(str(exc))
+    except FatalOperatorError as exc:
+        fail(f"{exc}; the search stopped (nothing of this iteration was recorded): fix it and run the "
+             f"same command to resume")
     except OmegaConfBaseException as exc:  # e.g. a mandatory value left unset by an override
         fail(one_line(exc))
 

@@ -329,3 +329,22 @@ def test_a_providers_retry_after_is_honoured(cfg, tmp_path, monkeypatch):
     model = FakeModel(asked, _response("edit", [EDIT]), _response("done", [SUBMIT]), _response("sure", [SUBMIT]))
     AvoAgent(cfg, tmp_path, completion=model, sleep=sleeps.append).propose(_ctx(tmp_path))
     assert sleeps == [33.0]
+
+
+def test_credential_and_repeated_request_errors_are_fatal_for_the_search(cfg, tmp_path, monkeypatch):
+    from avo.operators.base import FatalOperatorError
+
+    _openai_cfg(cfg, monkeypatch)
+    auth = FakeModel(litellm.AuthenticationError("invalid key", llm_provider="openai", model="gpt-4o"))
+    with pytest.raises(FatalOperatorError, match="OPENAI_API_KEY"):
+        AvoAgent(cfg, tmp_path, completion=auth).propose(_ctx(tmp_path))
+
+    def bad():
+        return litellm.BadRequestError("tools[0] is not a valid schema", llm_provider="openai", model="gpt-4o")
+
+    agent = AvoAgent(cfg, tmp_path, completion=FakeModel(bad(), bad()))
+    with pytest.raises(OperatorError) as first:
+        agent.propose(_ctx(tmp_path, iteration=1))
+    assert not isinstance(first.value, FatalOperatorError)  # once: this request's fault
+    with pytest.raises(FatalOperatorError, match="same request twice"):
+        agent.propose(_ctx(tmp_path, iteration=2))

@@ -269,3 +269,17 @@ def test_knob_operator_search_is_reproducible(tmp_path):
     assert key == [(r.source_hash, r.verdict) for r in b.archive.candidates()]
     assert len({h for h, _ in key}) == 5  # the knob operator never re-proposed a configuration
     assert parse_knobs(Lineage.of_run(tmp_path / "a").show()).values != {"a": 1, "b": 1}
+
+
+def test_a_fatal_operator_error_stops_the_search_at_once_and_resume_redoes_the_iteration(tmp_path):
+    from avo.operators.base import FatalOperatorError
+
+    op = ScriptedOperator([{"a": 2}, "fatal", {"b": 2}])
+    with pytest.raises(FatalOperatorError, match="credentials"):
+        engine(tmp_path, operator=op, max_iterations=5).run(Seed(KERNEL, "fake seed"))
+    e = engine(tmp_path)
+    assert [r.id for r in e.archive.candidates()] == [1]  # iteration 2 is not recorded, nor any later
+    assert len(op.seen) == 2
+    fixed = ScriptedOperator([{"a": 2}, {"b": 2}, {"a": 3}])
+    out = engine(tmp_path, operator=fixed, max_iterations=3).run(Seed(KERNEL, "fake seed"))
+    assert out.iterations == 3 and [s["iteration"] for s in fixed.seen] == [2, 3]

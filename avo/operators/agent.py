@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from avo.config import ConfigError
-from avo.operators.base import OperatorError, Proposal, VariationContext
+from avo.operators.base import FatalOperatorError, OperatorError, Proposal, VariationContext
 from avo.prompts import load as load_prompt
 from avo.prompts import render
 from avo.operators.tools import ToolBox, ToolState
@@ -130,6 +130,18 @@ def _retryable() -> tuple[type, ...]:
     return tuple(getattr(litellm, n) for n in names if hasattr(litellm, n))
 
 
+def _is_bad_request(exc: Exception) -> bool:
+    import litellm
+
+    return isinstance(exc, litellm.BadRequestError) and not _is_context_window(exc)
+
+
+def _is_context_window(exc: Exception) -> bool:
+    import litellm
+
+    return isinstance(exc, litellm.ContextWindowExceededError)  # this conversation's, not the config's
+
+
 def _fatal_message(exc: Exception, model: Any) -> Optional[str]:
     import litellm
 
@@ -191,6 +203,7 @@ class AvoAgent:
             except (FileNotFoundError, ValueError) as exc:
                 raise ConfigError(str(exc)) from None
         self._completion = completion or litellm.completion
+        self.bad_requests: set[str] = set()  # 400s seen in this search (the same one twice is fatal)
         self._sleep, self._clock = sleep, clock
         self._knowledge_factory = knowledge
         install_log_redaction([self.model.api_key_env])
@@ -292,10 +305,10 @@ class _Run:
             return f"agent.max_cost_usd={lim.max_cost_usd:g} reached (${self.cost:.4f})"
         return None
 
-    def fail(self, reason: str) -> OperatorError:
+    def fail(self, reason: str, fatal: bool = False) -> OperatorError:
         reason = redact_text(reason, self.secrets)
-        self.transcript.write("stop", reason=reason, submitted=False, **self.totals())
-        err = OperatorError(reason)
+        self.transcript.write("stop", reason=reason, submitted=False, fatal=fatal, **self.totals())
+        err = (FatalOperatorError if fatal else OperatorError)(reason)
         err.tokens, err.cost_usd, err.transcript = self.tokens, self.cost, str(self.transcript.path)
         return err
 
@@ -341,7 +354,14 @@ class _Run:
                 fatal = _fatal_message(exc, model)
                 what = redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
                 self.transcript.write("error", error=truncate(what, 4000))
-                raise self.fail(fatal or f"the model call failed: {truncate(what, 500)}") from None
+                if fatal is None and _is_bad_request(exc):
+                    # A 400 is the request's fault; the same one twice is the configuration's.
+                    seen = self.agent.bad_requests
+                    if what in seen:
+                        fatal = f"the provider refused the same request twice ({truncate(what, 300)}): check model.* settings"
+                    seen.add(what)
+                raise self.fail(fatal or f"the model call failed: {truncate(what, 500)}",
+                                fatal=fatal is not None and not _is_context_window(exc)) from None
         raise AssertionError("unreachable")
 
     # the loop -----------------------------------------------------------------------------------

@@ -40,6 +40,12 @@ class OperatorError(RuntimeError):
     """The operator could not produce a candidate (budget, provider failure); the step is recorded."""
 
 
+class FatalOperatorError(OperatorError):
+    """No later step can succeed either (the provider refused the credentials, does not know the
+    model, or refused the same request twice): the search stops at once, the step is not recorded,
+    and the same command resumes once the cause is fixed."""
+
+
 class Operator(Protocol):
     name: str
 

@@ -41,7 +41,7 @@ from avo.config import ConfigError
 from avo.evaluate.result import EvalResult
 from avo.lineage import Lineage, LineageError
 from avo.logging.base import MultiLogger, NullLogger
-from avo.operators.base import Operator, OperatorError, Proposal, VariationContext
+from avo.operators.base import FatalOperatorError, Operator, OperatorError, Proposal, VariationContext
 from avo.operators.transcript import REDACTED, secret_values
 from avo.search import results
 from avo.search.acceptance import Verdict
@@ -240,7 +240,12 @@ class Engine:
         while (reason := exhausted(self.budgets, self.usage())) is None:
             # Wall time and cost are checked between rounds; the iteration cap bounds the last one.
             done = self.archive.count()
-            self.round(list(range(done + 1, done + 1 + min(self.parallel, self.budgets.max_iterations - done))))
+            try:
+                self.round(list(range(done + 1, done + 1 + min(self.parallel, self.budgets.max_iterations - done))))
+            except FatalOperatorError as exc:
+                self._event(event="stop", reason=f"fatal: {self._redact(str(exc))}")
+                self.logger.finish({"stopped": "fatal", "done": self.archive.count(), "elapsed_s": self.elapsed()})
+                raise
         self.archive.set_meta(elapsed_s=self.elapsed())
         best = self.archive.best()
         totals = self.archive.totals()
@@ -384,6 +389,8 @@ class Engine:
                           cost_usd=proposal.cost_usd, transcript=proposal.transcript, error=None,
                           kernel_sha256=source_hash(source))
             write_atomic(d / "kernel.py", source)
+        except FatalOperatorError:
+            raise  # not recorded: the search stops, and a resume proposes this iteration again
         except OperatorError as exc:
             record.update(rationale=None, tokens=int(getattr(exc, "tokens", 0) or 0),
                           cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), transcript=None,

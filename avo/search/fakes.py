@@ -26,9 +26,9 @@ def attention(q, k, v, causal=False, softmax_scale=None):
 
 
 class ScriptedOperator:
-    """Proposes the given KNOBS settings in order (a dict; None: an OperatorError; "broken": a
-    kernel the fake evaluator fails; "same": the parent unchanged), and remembers what it was
-    shown; a test's operator with no randomness at all."""
+    """Proposes the given KNOBS settings in order (a dict; None: an OperatorError; "fatal": a
+    FatalOperatorError; "broken": a kernel the fake evaluator fails; "same": the parent unchanged),
+    and remembers what it was shown; a test's operator with no randomness at all."""
 
     name = "scripted"
 
@@ -37,13 +37,15 @@ class ScriptedOperator:
         self.seen: list[dict[str, Any]] = []
 
     def propose(self, ctx):
-        from avo.operators.base import OperatorError, Proposal
+        from avo.operators.base import FatalOperatorError, OperatorError, Proposal
         from avo.operators.knob import rewrite_knobs
 
         self.seen.append({"iteration": ctx.iteration, "parent": ctx.parent_id, "directive": ctx.directive})
         step = self.steps[(ctx.iteration - 1) % len(self.steps)]
         if step is None:
             raise OperatorError("scripted failure")
+        if step == "fatal":
+            raise FatalOperatorError("the provider rejected the credentials (scripted)")
         if step in ("broken", "same"):
             source = ctx.parent_source + ("raise_compile_error = True\n" if step == "broken" else "")
             return Proposal(source=source, rationale=step, tokens=self.tokens, cost_usd=self.cost_usd)
