@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -42,10 +43,33 @@ def plan(cfg: DictConfig, run_dir: str) -> str:
     ])
 
 
+_INLINE_KEYS = ("api_key", "key", "token", "secret")
+
+
+def refuse_inline_keys(cfg: DictConfig, run_dir: str) -> None:
+    """A key given on the command line (`+model.api_key=...`) is never used: Hydra has already
+    written it into the run's .hydra/ files, so take it out of them and say where keys go."""
+    model = cfg.get("model") or {}
+    found = [(k, str(model[k])) for k in _INLINE_KEYS if k in model and model[k]]
+    if not found:
+        return
+    hydra_dir = Path(run_dir) / ".hydra"
+    for f in hydra_dir.glob("*.yaml") if hydra_dir.is_dir() else ():
+        text = f.read_text()
+        for _, value in found:
+            text = text.replace(value, "<redacted>")
+        f.write_text(text)
+    env = cfg.model.get("api_key_env") or "the variable model.api_key_env names"
+    raise avo_config.ConfigError(
+        f"model.{found[0][0]} is not read: put the key in the environment ({env}); "
+        f"its value was removed from {hydra_dir}")
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
+        refuse_inline_keys(cfg, run_dir)
         avo_config.validate(cfg)
         check_credentials(cfg)
         if cfg.dry_run:

@@ -122,3 +122,12 @@ def test_cfg_job_prints_the_composed_config():
     assert res.returncode == 0, res.stderr
     printed = OmegaConf.create(res.stdout)
     assert printed.attention.suite == "gqa" and printed.hardware.name == "h100"
+
+
+def test_a_key_on_the_command_line_is_refused_and_removed_from_the_run_dir(tmp_path):
+    key = "sk-FAKECRED" + os.urandom(8).hex()
+    res = _run_avo("+experiment=smoke", f"+model.api_key={key}", "dry_run=true", f"hydra.run.dir={tmp_path}")
+    assert res.returncode != 0 and "model.api_key is not read" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file() and key in p.read_text(errors="replace")]
+    assert not leaked and key not in res.stdout + res.stderr, leaked
