@@ -348,3 +348,12 @@ def test_credential_and_repeated_request_errors_are_fatal_for_the_search(cfg, tm
     assert not isinstance(first.value, FatalOperatorError)  # once: this request's fault
     with pytest.raises(FatalOperatorError, match="same request twice"):
         agent.propose(_ctx(tmp_path, iteration=2))
+
+
+def test_a_reply_without_choices_still_records_its_spend(cfg, tmp_path, monkeypatch):
+    _openai_cfg(cfg, monkeypatch)
+    empty = _response("x", prompt=1200, completion=300)
+    empty.choices = []
+    with pytest.raises(OperatorError, match="no message") as err:
+        AvoAgent(cfg, tmp_path, completion=FakeModel(empty)).propose(_ctx(tmp_path))
+    assert err.value.tokens == 1500 and err.value.cost_usd > 0

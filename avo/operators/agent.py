@@ -392,7 +392,10 @@ class _Run:
             cost = response_cost(response, agent.model.name)
             self.tokens += prompt_t + completion_t
             self.cost += cost
-            message = _assistant_message(response)
+            try:
+                message = _assistant_message(response)
+            except OperatorError as exc:  # its tokens were spent all the same: fail() records them
+                raise self.fail(str(exc)) from None
             messages.append(message)
             tr.write("message", **message)
             tr.write("usage", step=self.steps, prompt_tokens=prompt_t, completion_tokens=completion_t,
