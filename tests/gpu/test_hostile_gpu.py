@@ -70,7 +70,7 @@ def test_r_keeping_the_gpu_busy_while_the_incumbent_is_timed_gains_nothing(tmp_p
     honest = evaluate(REF, TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
     assert honest.status == "ok" and honest.incumbent_ratio is not None, honest.message
     r = evaluate(kernel(tmp_path, "r_gpu_busy_spin"), TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
-    if r.status == "incorrect":  # a judge may also refuse the timing outright
+    if r.status in ("incorrect", "crash"):  # a judge may also refuse the timing outright
         assert re.search(r"clock|timing|stream|wall|busy|idle", r.message, re.I), r.message
     else:
         assert r.status == "ok" and r.incumbent_status == "ok", r.message
@@ -124,5 +124,11 @@ def test_r_waiting_for_the_gpu_inside_the_call_is_named(tmp_path):
 
 def test_r_a_reply_before_the_release_is_caught(tmp_path):
     r = evaluate(kernel(tmp_path, "r_gpu_reply_early"), TIMED, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert "before its call was released" in r.message, r.message
+
+
+def test_r_a_result_sent_without_arming_is_caught(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_reply_unarmed"), TIMED, device="cuda", settings=LIBRARY_OK)
     assert r.status == "incorrect", r.message
     assert "before its call was released" in r.message, r.message

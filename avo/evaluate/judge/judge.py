@@ -54,8 +54,9 @@ CLOCK_FLOOR = {"cuda": (0.9, 0.03), "cpu": (0.7, 1.0)}
 # How far an honest side's median overhead strays from the null worker's (ms): on the H200 the
 # host's reply path (~0.3 ms) shifted by up to 0.067 ms between sides of one evaluation
 # (bench/results/h200_2026-12-02_*), so a call's time is never taken below its wall time less the
-# null worker's median overhead plus this, nor less its p90. This, not the clock check, bounds
-# what an undetected lie gains: about this much per call.
+# null worker's median overhead plus this, nor less its p90. What an undetected lie can gain is
+# larger: a worker controls its own reply path, and one that replies faster than ours (the
+# instant its work ends) hides up to the null worker's whole overhead plus this per call.
 GAP_SLACK = {"cuda": 0.08, "cpu": 0.0}
 # Post-call work slower than this (times the same work on an idle GPU, plus ms) means the GPU
 # was still busy with the worker's launches after its call had returned; more than BUSY_CALLS of
@@ -77,6 +78,7 @@ class StageFailure(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.worker_gone = False
 
 
 @dataclass
@@ -134,6 +136,8 @@ class Judge:
         self.armed = False  # GPU calls are released by the judge's flag (set in stage_import)
         self.pending_row: Optional[dict[str, Any]] = None
         self.flush = L2Flush(self.device, self.s["l2_flush"])
+        self._probe_buf = torch.zeros(1 << 20, device="cuda") if self.device == "cuda" else None
+        self.idle_probe: Optional[float] = None  # ms, measured before any worker exists
 
     # -- plumbing --------------------------------------------------------------------------------
     def fresh_seed(self) -> int:
@@ -171,7 +175,9 @@ class Judge:
             why = f"{exc.message} {context}"
         tail = who.output_tail().strip()
         tail = "\n".join(ln for ln in tail.splitlines() if not ln.startswith("Extension modules:"))[-1500:]
-        return StageFailure(status, why + (f"\nlast output of the kernel's process:\n{tail}" if tail else ""))
+        failure = StageFailure(status, why + (f"\nlast output of the kernel's process:\n{tail}" if tail else ""))
+        failure.worker_gone = True  # dead, hung or off the protocol: not to be asked again
+        return failure
 
     def ask(self, w: WorkerProc, msg: dict[str, Any], context: str):
         try:
@@ -235,6 +241,8 @@ class Judge:
         while token == w.arena.token:  # the flag still holds the last one: that would release at once
             token = self.rng.getrandbits(31) | 1
         msg = {**msg, "arm": token}
+        early = StageFailure(INCORRECT, f"the {w.role}'s process answered before its call was released "
+                                        f"{context}: its reply did not wait for its work")
         try:
             nonce, t0 = w.send(msg)
             late = False
@@ -245,24 +253,34 @@ class Judge:
                 if exc.kind != "timeout":
                     raise
                 first, late = None, True
-            # The inputs exist only from now on: work that did not wait for the release computes
-            # on the previous call's values.
+            if first is not None and first.data.get("phase") != "armed":
+                # Its final reply with no "armed" first: only an error may come that way (the call
+                # raised before its work was queued); a result would be one made before the release.
+                w.arena.release(token)
+                w.pause()
+                if first.data.get("error") or first.data.get("problem"):
+                    return first.data, first.wall_ms, late
+                raise early
+            # The judge's clock runs from here: the inputs exist only from now on (work that did
+            # not wait for the release computes on the previous call's values), and a kernel that
+            # watches its slots to start the moment they are written is timed from the start too.
+            t1 = time.perf_counter()
             self.load(slot, *inputs)
             self.flush.flush()
             self.sync()
-            if first is not None and first.data.get("phase") == "armed" and w.has_pending():
-                # Its result before its release: an honest worker is still waiting for the flag.
+            if w.pending_lines() >= (1 if first is not None else 2):
+                # A result already there before the release: an honest worker is still waiting.
                 w.arena.release(token)
                 w.pause()
-                raise StageFailure(INCORRECT, f"the {w.role}'s process answered before its call was released "
-                                              f"{context}: its reply did not wait for its work")
+                raise early
             w.arena.release(token)
-            t1 = time.perf_counter()
             if first is None:
                 first = w.receive("call", nonce, deadline, t1, pause=False, more=True)
-            if first.data.get("phase") != "armed":  # it raised before its work was queued
-                w.pause()
-                return first.data, first.wall_ms, late
+                if first.data.get("phase") != "armed":
+                    w.pause()
+                    if first.data.get("error") or first.data.get("problem"):
+                        return first.data, first.wall_ms, late
+                    raise early
             done = w.receive("call", nonce, deadline, t1)
             return done.data, done.wall_ms, late
         except WorkerGone as exc:
@@ -371,8 +389,21 @@ class Judge:
             if w is not None:
                 w.close()
 
+    def probe(self) -> float:
+        """A small piece of the judge's own GPU work, timed on its stream: slow only while another
+        process has work on the GPU (contexts take turns without MPS)."""
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        self._probe_buf.add_(1.0)
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+
     def stage_import(self) -> float:
         t0 = self.enter("import")
+        if self.device == "cuda":
+            self.probe()
+            self.idle_probe = statistics.median(self.probe() for _ in range(9))
         source = Path(self.job["kernel"]).read_bytes()
         if self.device == "cuda" and self.s.get("own_code_only", True):
             why = owncode.static_violation(source.decode(errors="replace"))
@@ -428,7 +459,17 @@ class Judge:
                 raise StageFailure(CRASH, f"the {w.role} worker could not map the judge's memory: "
                                           f"{str(rep.data['error']).splitlines()[-1][:300]}")
             if self.device == "cuda" and not rep.data.get("flag"):
-                flags[w.role] = str(rep.data.get("flag_error") or "no release flag")
+                why = str(rep.data.get("flag_error") or "no release flag")
+                if w is self.cand or w is self.inc:
+                    # Only our own workers' failure says the machine cannot do it; a kernel's
+                    # process refusing it would switch everyone to the weaker timing.
+                    failure = StageFailure(INCORRECT, f"the {w.role}'s process refused the judge's release flag "
+                                                      f"({why[:200]}), which every worker here must use")
+                    if w is self.cand:
+                        raise failure
+                    self.drop_incumbent(f"incorrect: {failure.message}")
+                    continue
+                flags[w.role] = why
         if self.device == "cuda":
             self.armed = self.s.get("gpu_release", "flag") == "flag" and not flags
             self.result["timing"] = "release-flag" if self.armed else "launch-cover-spin"
@@ -580,15 +621,27 @@ class Judge:
         idle_post = self.calibrate_post(inputs)
         # A trusted baseline is our code: one of its timed outputs is checked, drawn now.
         checked_trusted = self.rng.randrange(repeats)
+        hogged, probes = 0, 0
+        factor, slack = BUSY_AFTER
         for r in range(repeats):
             i = r % rotate
             inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if not side.failed:
+                    if self.idle_probe is not None and side is not sides[0]:
+                        # Nobody's call is in flight now: GPU work here is a kernel's leftover,
+                        # slowing whoever is timed next (SIGSTOP does not stop a GPU kernel).
+                        probes += 1
+                        hogged += self.probe() > factor * self.idle_probe + slack
                     self.timed_call(side, shape, i, inputs, check=not side.trusted or (
                         r == checked_trusted and side is not null))
             if null.failed:
                 raise StageFailure(CRASH, f"the judge's null worker failed: {null.failed.splitlines()[0][:300]}")
+        if probes and hogged >= max(2, math.ceil(BUSY_CALLS * probes)):
+            raise StageFailure(CRASH, (
+                f"the GPU was busy with work nobody was being timed for before {hogged} of {probes} calls on "
+                f"{describe(shape)} (a kernel left running by the candidate's or the incumbent's process, or "
+                f"another user of this GPU): the timings of this evaluation cannot be trusted"))
         return self.summarize_shape(shape, sides, idle_post)
 
     def warm_up(self, sides: list[Side], shape: Shape) -> None:
@@ -633,7 +686,7 @@ class Judge:
             self.drop_incumbent(f"{f.status}: {f.message}")
             return
         self.note(f"{side.name}: no result ({f.message.splitlines()[0][:200]})")
-        if f.status in (TIMEOUT, CRASH) and side.name in self.baselines:
+        if getattr(f, "worker_gone", False) and side.name in self.baselines:
             # Dead or hung: it would hold up every later call of the stage.
             self.baselines.pop(side.name).close()
 

@@ -133,9 +133,17 @@ class WorkerProc:
                                          f"({extra[:120]!r})")
         return data
 
-    def has_pending(self) -> bool:
-        """Whether the worker has written anything the judge has not read yet."""
-        return bool(self._buf) or bool(select.select([self._rep_r], [], [], 0)[0])
+    def pending_lines(self) -> int:
+        """Complete messages the worker has written that the judge has not read yet (reads what is
+        there without waiting, keeping it for the next receive)."""
+        while select.select([self._rep_r], [], [], 0)[0]:
+            chunk = os.read(self._rep_r, 1 << 16)
+            if not chunk:
+                break
+            self._buf += chunk
+            if len(self._buf) > MAX_REPLY_BYTES:
+                raise WorkerGone("protocol", f"{self.role} wrote more than {MAX_REPLY_BYTES} bytes without a reply")
+        return self._buf.count(b"\n")
 
     def ready(self, deadline: float) -> dict[str, Any]:
         return self._parse(self._read_line(deadline), "ready", None)
