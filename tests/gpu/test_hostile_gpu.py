@@ -132,3 +132,9 @@ def test_r_a_result_sent_without_arming_is_caught(tmp_path):
     r = evaluate(kernel(tmp_path, "r_gpu_reply_unarmed"), TIMED, device="cuda", settings=LIBRARY_OK)
     assert r.status == "incorrect", r.message
     assert "before its call was released" in r.message, r.message
+
+
+def test_r_a_kernel_cannot_switch_everyone_to_the_weaker_timing(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_refuse_flag"), TIMED, device="cuda", settings=LIBRARY_OK)
+    assert r.status == "incorrect", r.message
+    assert "refused the judge's release flag" in r.message, r.message

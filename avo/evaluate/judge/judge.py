@@ -443,7 +443,9 @@ class Judge:
                 self.baselines.pop(name).close()
         if self.null is not None:
             self.expect_ready(self.null, "null", trusted=True)
-        flags: dict[str, str] = {}
+        flags: dict[str, str] = {}  # our own workers that could not use the release flag
+        refused: dict[str, str] = {}  # the kernels' workers that did not
+        trusted_ok = 0
         for w in [self.cand, self.inc, self.null, *self.baselines.values()]:
             if w is None:
                 continue
@@ -461,15 +463,23 @@ class Judge:
             if self.device == "cuda" and not rep.data.get("flag"):
                 why = str(rep.data.get("flag_error") or "no release flag")
                 if w is self.cand or w is self.inc:
-                    # Only our own workers' failure says the machine cannot do it; a kernel's
-                    # process refusing it would switch everyone to the weaker timing.
-                    failure = StageFailure(INCORRECT, f"the {w.role}'s process refused the judge's release flag "
-                                                      f"({why[:200]}), which every worker here must use")
-                    if w is self.cand:
-                        raise failure
-                    self.drop_incumbent(f"incorrect: {failure.message}")
-                    continue
-                flags[w.role] = why
+                    refused[w.role] = why
+                else:
+                    flags[w.role] = why
+            elif w is not self.cand and w is not self.inc:
+                trusted_ok += 1
+        if (self.device == "cuda" and refused and trusted_ok and not flags
+                and self.s.get("gpu_release", "flag") == "flag"):
+            # Our own workers use it here, so the machine can: only they may switch everyone to
+            # the weaker timing, never a kernel's process by refusing.
+            for role, why in refused.items():
+                failure = StageFailure(INCORRECT, f"the {role}'s process refused the judge's release flag "
+                                                  f"({why[:200]}), which every worker here must use")
+                if role == "candidate":
+                    raise failure
+                self.drop_incumbent(f"incorrect: {failure.message}")
+        if refused and (flags or not trusted_ok):
+            flags.update(refused)
         if self.device == "cuda":
             self.armed = self.s.get("gpu_release", "flag") == "flag" and not flags
             self.result["timing"] = "release-flag" if self.armed else "launch-cover-spin"
