@@ -81,6 +81,9 @@ class EvalResult:
     # The judge's own traceback when it failed (status crash, "the judge failed in stage ..."),
     # credentials cut out by the search's side.
     detail: str = ""
+    # Seconds per stage, and within the benchmark per part of the judge's work (inputs, warm-up,
+    # calls, input and output checks, probes): where an evaluation's wall time went.
+    judge_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -27,6 +27,7 @@ import random
 import secrets
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -71,6 +72,12 @@ OVERHEAD_CEILING = {"cuda": 1.0, "cpu": 10.0}
 # A timed call of the incumbent or a baseline that takes longer than this is a lost column, not a
 # stage that waits for its deadline (a candidate's own hang is its own timeout).
 OTHERS_CALL_LIMIT_S = 60.0
+# Warm-up per shape (ms): a kernel gets evaluator.warmup_ms on the benchmark's first shape, when
+# the GPU's clocks ramp from idle; on later shapes the GPU is hot and a warm-up only has to reach
+# steady times (it runs on until it does), so it gets at most LATER_WARMUP_MS. Our own baselines
+# and the null worker, timed after a kernel's warm-up, at most TRUSTED_WARMUP_MS.
+LATER_WARMUP_MS = 300.0
+TRUSTED_WARMUP_MS = 150.0
 
 
 class StageFailure(Exception):
@@ -138,6 +145,18 @@ class Judge:
         self.flush = L2Flush(self.device, self.s["l2_flush"])
         self._probe_buf = torch.zeros(1 << 20, device="cuda") if self.device == "cuda" else None
         self.idle_probe: Optional[float] = None  # ms, measured before any worker exists
+        self.warmed = False  # the benchmark's first shape has been warmed up
+        # Where the evaluation's seconds went (result["judge_s"]): stages, and within the
+        # benchmark the judge's own work around the calls; for whoever tunes the protocol.
+        self.spent: dict[str, float] = {}
+
+    @contextmanager
+    def clocked(self, what: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[what] = self.spent.get(what, 0.0) + time.perf_counter() - t0
 
     # -- plumbing --------------------------------------------------------------------------------
     def fresh_seed(self) -> int:
@@ -152,6 +171,7 @@ class Judge:
 
     def leave(self, stage: str, t0: float) -> float:
         seconds = time.perf_counter() - t0
+        self.spent[stage] = self.spent.get(stage, 0.0) + seconds
         self.send(ev="end", stage=stage, seconds=seconds)
         return seconds
 
@@ -382,6 +402,7 @@ class Judge:
         # Published only now: every input of this evaluation has been drawn and used.
         self.result["env"] = {"seed": self.seed}
         self.result["wall_s"] = time.perf_counter() - t_start
+        self.result["judge_s"] = {k: round(v, 3) for k, v in self.spent.items()}
         return self.result
 
     def close(self) -> None:
@@ -622,12 +643,14 @@ class Judge:
         # The warm-up's inputs; every repeat then draws new ones, written into each side's slot
         # just before its own call: nothing cached by address, by content seen in the warm-up, or
         # by a previous call is right, and no process sees a repeat's inputs before its turn.
-        for i in range(rotate):
-            inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
-            for side in sides:
-                self.load(side.sets[i], *inputs)
-        self.sync()
-        self.warm_up(sides, shape)
+        with self.clocked("bench_inputs"):
+            for i in range(rotate):
+                inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
+                for side in sides:
+                    self.load(side.sets[i], *inputs)
+            self.sync()
+        with self.clocked("bench_warm_up"):
+            self.warm_up(sides, shape)
         idle_post = self.calibrate_post(inputs)
         # A trusted baseline is our code: one of its timed outputs is checked, drawn now.
         checked_trusted = self.rng.randrange(repeats)
@@ -635,14 +658,16 @@ class Judge:
         factor, slack = BUSY_AFTER
         for r in range(repeats):
             i = r % rotate
-            inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
+            with self.clocked("bench_inputs"):
+                inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if not side.failed:
                     if self.idle_probe is not None and side is not sides[0]:
                         # Nobody's call is in flight now: GPU work here is a kernel's leftover,
                         # slowing whoever is timed next (SIGSTOP does not stop a GPU kernel).
                         probes += 1
-                        hogged += self.probe() > factor * self.idle_probe + slack
+                        with self.clocked("bench_probes"):
+                            hogged += self.probe() > factor * self.idle_probe + slack
                     self.timed_call(side, shape, i, inputs, check=not side.trusted or (
                         r == checked_trusted and side is not null))
             if null.failed:
@@ -659,12 +684,14 @@ class Judge:
         if self.device == "cpu":
             min_ms = min(min_ms, 250.0)
         cap = 4 * min_ms + 1000.0 if self.device == "cuda" else 2 * min_ms + 100.0
+        kernel_ms = min_ms if not self.warmed else min(min_ms, LATER_WARMUP_MS)
+        self.warmed = True
         for side in sides:
             calls = [self.call_msg(sl, shape) for sl in side.sets]
             wall0 = time.monotonic()
             try:
-                rep = side.worker.request({"op": "warm", "calls": calls, "min_ms": min_ms if side.name == "candidate"
-                                           or side.name == "incumbent" else min(min_ms, 500.0), "cap_ms": cap},
+                rep = side.worker.request({"op": "warm", "calls": calls, "min_ms": min(kernel_ms, TRUSTED_WARMUP_MS)
+                                           if side.trusted else kernel_ms, "cap_ms": cap},
                                           min(self.deadline, wall0 + cap / 1e3 + 60.0))
             except WorkerGone as exc:
                 self.side_failed(side, self.gone(exc, side.worker, f"(warming up on {describe(shape)})"))
@@ -677,7 +704,7 @@ class Judge:
                           f"(backend refused: {str(data['error']).splitlines()[-1][:120]})")
                 try:
                     self.ask(side.worker, {"op": "gqa_expand"}, "(gqa)")
-                    data = self.ask(side.worker, {"op": "warm", "calls": calls, "min_ms": min(min_ms, 500.0),
+                    data = self.ask(side.worker, {"op": "warm", "calls": calls, "min_ms": min(min_ms, TRUSTED_WARMUP_MS),
                                                   "cap_ms": cap}, "(warm-up)").data
                 except StageFailure as f:  # a baseline that died is a missing column, not a verdict
                     self.side_failed(side, f)
@@ -736,8 +763,9 @@ class Judge:
         slot = side.sets[i]
         where = describe(shape)
         try:
-            data, wall, late = self.call(side.worker, slot, inputs, self.call_msg(slot, shape), f"(timing {where})",
-                                         limit_s=None if side.name == "candidate" else OTHERS_CALL_LIMIT_S)
+            with self.clocked("bench_calls"):
+                data, wall, late = self.call(side.worker, slot, inputs, self.call_msg(slot, shape), f"(timing {where})",
+                                             limit_s=None if side.name == "candidate" else OTHERS_CALL_LIMIT_S)
         except StageFailure as f:
             self.side_failed(side, f)
             return
@@ -752,7 +780,8 @@ class Judge:
                 f"while timed: it waits for the GPU inside the call (torch.cuda.synchronize(), .item(), "
                 f".cpu(), a blocking copy) or compiles every call; timed calls must only queue GPU work")))
             return
-        changed, post = self.post_call(slot, inputs)
+        with self.clocked("bench_input_checks"):
+            changed, post = self.post_call(slot, inputs)
         if changed and side.name != "null":
             self.side_failed(side, StageFailure(INCORRECT, f"attention() modified its input {changed} while timed on "
                                                            f"{where}: inputs are read-only"))
@@ -774,8 +803,9 @@ class Judge:
             # Every timed output of a kernel, on rows drawn only now: nothing a call can observe
             # tells a checked call from another.
             try:
-                self.verify(slot.out, *inputs, shape, None, SAMPLE_ROWS[self.device],
-                            "(an output timed in the benchmark) ")
+                with self.clocked("bench_output_checks"):
+                    self.verify(slot.out, *inputs, shape, None, SAMPLE_ROWS[self.device],
+                                "(an output timed in the benchmark) ")
             except StageFailure as f:
                 self.side_failed(side, f)
 

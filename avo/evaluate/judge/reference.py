@@ -49,21 +49,28 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
         rows = torch.arange(s, device=q.device)
     r = rows.numel()
     out = torch.empty((b, r, hq, d), dtype=acc, device=q.device)
-    heads_per_chunk = max(1, min(hq, _CHUNK_ELEMS // max(1, r * s)))
+    # As many batches per chunk as fit (one launch sequence for a whole small-row sample, not one
+    # per batch: the judge verifies every timed output, so this runs hundreds of times a suite).
+    per_batch = hq * r * s
+    if per_batch <= _CHUNK_ELEMS:
+        batches_per_chunk, heads_per_chunk = max(1, _CHUNK_ELEMS // per_batch), hq
+    else:
+        batches_per_chunk, heads_per_chunk = 1, max(1, _CHUNK_ELEMS // max(1, r * s))
     cols = torch.arange(s, device=q.device)
     mask = (cols[None, :] > rows[:, None]) if causal else None
-    for bi in range(b):
-        kb = k[bi].to(acc).transpose(0, 1)  # (hkv, s, d)
-        vb = v[bi].to(acc).transpose(0, 1)
-        qb = q[bi, rows].to(acc).transpose(0, 1)  # (hq, r, d)
+    for b0 in range(0, b, batches_per_chunk):
+        bs = slice(b0, min(b, b0 + batches_per_chunk))
+        kb = k[bs].to(acc).transpose(1, 2)  # (nb, hkv, s, d)
+        vb = v[bs].to(acc).transpose(1, 2)
+        qb = q[bs][:, rows].to(acc).transpose(1, 2)  # (nb, hq, r, d)
         for h0 in range(0, hq, heads_per_chunk):
             heads = torch.arange(h0, min(hq, h0 + heads_per_chunk), device=q.device)
             kv_heads = heads // group
-            scores = torch.matmul(qb[heads], kb[kv_heads].transpose(1, 2)) * scale
+            scores = torch.matmul(qb[:, heads], kb[:, kv_heads].transpose(-1, -2)) * scale
             if mask is not None:
                 scores.masked_fill_(mask, float("-inf"))
             p = torch.softmax(scores, dim=-1)
-            out[bi, :, h0:h0 + len(heads)] = torch.matmul(p, vb[kv_heads]).transpose(0, 1)
+            out[bs, :, h0:h0 + len(heads)] = torch.matmul(p, vb[:, kv_heads]).transpose(1, 2)
     return out
 
 
