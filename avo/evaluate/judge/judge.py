@@ -467,11 +467,22 @@ class Judge:
         flags: dict[str, str] = {}  # our own workers that could not use the release flag
         refused: dict[str, str] = {}  # the kernels' workers that did not
         trusted_ok = 0
+        # Sent to all, then read: each maps the judge's memory and primes its profiler at once.
+        sent: dict[int, Any] = {}
+        for w in [self.cand, self.inc, self.null, *self.baselines.values()]:
+            if w is not None:
+                try:
+                    sent[id(w)] = w.send({"op": "map", "arena": w.arena.spec()})
+                except WorkerGone as exc:
+                    sent[id(w)] = exc
         for w in [self.cand, self.inc, self.null, *self.baselines.values()]:
             if w is None:
                 continue
             try:
-                rep = w.request({"op": "map", "arena": w.arena.spec()}, self.deadline)
+                how = sent[id(w)]
+                if isinstance(how, WorkerGone):
+                    raise how
+                rep = w.receive("map", how[0], self.deadline, how[1])
             except WorkerGone as exc:
                 if w is self.cand or w is self.null:
                     raise self.gone(exc, w, "(mapping the judge's memory)")
@@ -667,7 +678,10 @@ class Judge:
                         # slowing whoever is timed next (SIGSTOP does not stop a GPU kernel).
                         probes += 1
                         with self.clocked("bench_probes"):
-                            hogged += self.probe() > factor * self.idle_probe + slack
+                            # The smaller of two: the first after another process's call can pay
+                            # the switch between contexts (H200: an honest kernel's calls tripped
+                            # one probe in ten); work still running slows both.
+                            hogged += min(self.probe(), self.probe()) > factor * self.idle_probe + slack
                     self.timed_call(side, shape, i, inputs, check=not side.trusted or (
                         r == checked_trusted and side is not null))
             if null.failed:
