@@ -217,18 +217,6 @@ class Worker:
         reply["kernels"] = names[:200]
         return reply
 
-    def profiler_once(self) -> None:
-        """One profiled launch in every worker, before any timed call: the candidate's calls are
-        profiled (the own-code rule), and a process where the profiler has once run may pay more
-        host time per CUDA call (on the H200, an incumbent timed against itself lost 13 % on a
-        0.2 ms shape, its launches 0.42 ms against the profiled candidate's 0.74): only if every
-        worker carries that alike does the judge's clock treat them alike."""
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CUDA]):
-            torch.ones(1, device="cuda").add_(1)
-            torch.cuda.synchronize()
-
     def serve(self, cmd_fd: int) -> None:
         for msg in _commands(cmd_fd):
             op = msg.get("op")
@@ -239,7 +227,6 @@ class Worker:
                     if self.device == "cuda":
                         self.flag, why = open_flag(msg["arena"])
                         reply = {"flag": self.flag is not None, "flag_error": why}
-                        self.profiler_once()
                 elif op == "call" and msg.get("arm") is not None and self.flag is not None:
                     nonce = msg.get("nonce")
                     reply = self.one_call(msg, armed=lambda: self.replies.send(op=op, nonce=nonce, phase="armed"))
