@@ -31,6 +31,8 @@ class ModelConfig:
     max_tokens: int = 16000
     timeout_s: float = 600.0
     num_retries: int = 4
+    # Prompt caching: auto (cache breakpoints on Anthropic models; OpenAI caches by itself), on, off.
+    prompt_cache: str = "auto"
     # For model=scripted: the recorded conversation to replay (path relative to the repo root).
     script: Optional[str] = None
 
@@ -189,6 +191,7 @@ _CHOICES = {
     "logger.mode": ("offline", "online", "disabled"),
     "evaluator.sandbox": ("auto", "bubblewrap", "process"),
     "evaluator.gpu_release": ("flag", "spin"),
+    "model.prompt_cache": ("auto", "on", "off"),
 }
 _KNOWLEDGE_KINDS = ("folder", "package", "run")
 _BASELINES = ("cudnn", "fa2", "fa3", "fa4")

@@ -78,7 +78,7 @@ class FakeModel:
         self.responses, self.calls = list(responses), []
 
     def __call__(self, **kwargs):
-        self.calls.append(kwargs)
+        self.calls.append({**kwargs, "messages": copy.deepcopy(kwargs.get("messages"))})  # as sent
         item = self.responses.pop(0) if self.responses else _response("idle")
         if isinstance(item, Exception):
             raise item
@@ -88,6 +88,7 @@ class FakeModel:
 EDIT = ("replace_in_file", {"path": "kernel.py", "search": 'KNOBS["block_m"], KNOBS["block_n"]',
                             "replace": 'KNOBS["block_m"] * 2, KNOBS["block_n"]'})
 SUBMIT = ("submit", {"rationale": "block_m x2"})
+TEST = ("test", {})  # a submit is taken only for a source that passed test in the variation
 SUBMIT_CALL = {"name": "submit", "arguments": {"rationale": "r"}}
 
 
@@ -230,11 +231,12 @@ def test_transient_errors_are_retried_with_growing_backoff(cfg, tmp_path, monkey
     _openai_cfg(cfg, monkeypatch)
     cfg.model.num_retries = 3
     sleeps = []
-    model = FakeModel(_rate_limit(), _connection(), _response("edit", [EDIT]), _response("done", [SUBMIT]),
+    model = FakeModel(_rate_limit(), _connection(), _response("edit", [EDIT, TEST]), _response("done", [SUBMIT]),
                       _response("sure", [SUBMIT]))
     proposal = AvoAgent(cfg, tmp_path, completion=model, sleep=sleeps.append).propose(_ctx(tmp_path))
     assert proposal.rationale == "block_m x2" and sleeps == [5.0, 10.0]
-    assert all(c["num_retries"] == 3 for c in model.calls)  # litellm's own retries are on as well
+    # litellm's own retries are off: they would retry a 400 or 401 too and ignore Retry-After.
+    assert all(c["num_retries"] == 0 for c in model.calls)
     retries = [e for e in read(proposal.transcript) if e["event"] == "retry"]
     assert [r["attempt"] for r in retries] == [1, 2] and "RateLimitError" in retries[0]["error"]
 
@@ -280,7 +282,7 @@ def test_the_key_reaches_the_provider_but_never_the_transcript(cfg, tmp_path, mo
     cfg.model.api_base = "http://localhost:9/v1"
     leak = ("write_file", {"path": "notes.txt", "content": f"key={KEY}"})
     read_back = ("read_file", {"path": "notes.txt"})
-    model = FakeModel(_response(f"the key is {KEY}", [leak, read_back]), _response("e", [EDIT]),
+    model = FakeModel(_response(f"the key is {KEY}", [leak, read_back]), _response("e", [EDIT, TEST]),
                       _response("s", [SUBMIT]), _response("s", [("submit", {"rationale": f"uses {KEY}"})]))
     proposal = AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
     assert model.calls[0]["api_key"] == KEY and model.calls[0]["api_base"] == "http://localhost:9/v1"
@@ -292,7 +294,7 @@ def test_the_key_reaches_the_provider_but_never_the_transcript(cfg, tmp_path, mo
 def test_local_vllm_talks_to_any_openai_compatible_server_without_a_key(tmp_path):
     cfg = _compose("model=local_vllm", "model.api_base=http://gpu7:8000/v1")
     served = "hosted_vllm/local-model"
-    model = FakeModel(_response("e", [EDIT], model=served), _response("s", [SUBMIT], model=served),
+    model = FakeModel(_response("e", [EDIT, TEST], model=served), _response("s", [SUBMIT], model=served),
                       _response("s", [SUBMIT], model=served))
     proposal = AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
     first = model.calls[0]
@@ -326,7 +328,7 @@ def test_a_providers_retry_after_is_honoured(cfg, tmp_path, monkeypatch):
                                    response=httpx.Response(429, headers={"Retry-After": "33"},
                                                            request=httpx.Request("POST", "http://x/v1")))
     sleeps = []
-    model = FakeModel(asked, _response("edit", [EDIT]), _response("done", [SUBMIT]), _response("sure", [SUBMIT]))
+    model = FakeModel(asked, _response("edit", [EDIT, TEST]), _response("done", [SUBMIT]), _response("sure", [SUBMIT]))
     AvoAgent(cfg, tmp_path, completion=model, sleep=sleeps.append).propose(_ctx(tmp_path))
     assert sleeps == [33.0]
 
@@ -357,3 +359,99 @@ def test_a_reply_without_choices_still_records_its_spend(cfg, tmp_path, monkeypa
     with pytest.raises(OperatorError, match="no message") as err:
         AvoAgent(cfg, tmp_path, completion=FakeModel(empty)).propose(_ctx(tmp_path))
     assert err.value.tokens == 1500 and err.value.cost_usd > 0
+
+
+# -- what the operator enforces, context and cost (P2-e) -------------------------------------------
+
+def test_a_submit_is_taken_only_for_a_source_that_passed_test_and_after_the_critique_was_read(
+        cfg, tmp_path, monkeypatch):
+    _openai_cfg(cfg, monkeypatch)
+    model = FakeModel(
+        _response("e", [EDIT]),
+        _response("s", [SUBMIT]),  # never tested: refused
+        _response("t", [TEST, SUBMIT, SUBMIT]),  # the critique, then a submit in the same turn: refused
+        _response("s", [SUBMIT]))  # a later turn: taken
+    proposal = AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
+    results = [e for e in read(proposal.transcript) if e["event"] == "tool_result" and e["name"] == "submit"]
+    assert "has not passed `test`" in results[0]["content"] and not results[0]["ok"]
+    assert results[1]["ok"] and "not submitted yet" in results[1]["content"]  # the critique
+    assert not results[2]["ok"] and "same turn" in results[2]["content"]
+    assert results[3]["ok"] and len(model.calls) == 4 and "block_m\"] * 2" in proposal.source
+
+
+def test_an_edit_after_the_test_must_be_tested_again(cfg, tmp_path, monkeypatch):
+    _openai_cfg(cfg, monkeypatch)
+    again = ("replace_in_file", {"path": "kernel.py", "search": 'KNOBS["block_m"] * 2', "replace": 'KNOBS["block_m"] * 4'})
+    model = FakeModel(_response("e", [EDIT, TEST]), _response("e2", [again]), _response("s", [SUBMIT]),
+                      _response("t", [TEST]), _response("s", [SUBMIT]), _response("s", [SUBMIT]))
+    proposal = AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
+    results = [e for e in read(proposal.transcript) if e["event"] == "tool_result" and e["name"] == "submit"]
+    assert "has not passed `test`" in results[0]["content"]
+    assert 'KNOBS["block_m"] * 4' in proposal.source
+
+
+def test_the_model_sees_its_remaining_budget_every_turn(cfg, tmp_path, monkeypatch):
+    _openai_cfg(cfg, monkeypatch, max_steps=12, max_cost_usd=3.0)
+    model = FakeModel(_response("e", [EDIT, TEST]), _response("thinking"), _response("s", [SUBMIT]),
+                      _response("s", [SUBMIT]))
+    AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
+    second, third = model.calls[1]["messages"], model.calls[2]["messages"]
+    assert second[-1]["role"] == "tool" and "[budget left: 11 of 12 steps" in second[-1]["content"]
+    assert "$3.00" in second[-1]["content"] and " min]" in second[-1]["content"]
+    assert third[-1]["role"] == "user" and "[budget left: 10 of 12 steps" in third[-1]["content"]  # after a text-only turn
+
+
+def test_old_tool_call_arguments_are_cut_once_and_stay_valid_json():
+    from avo.operators.agent import compact
+
+    big = "x" * 60_000
+    messages = []
+    for i in range(12):
+        messages.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"c{i}", "type": "function",
+             "function": {"name": "write_file", "arguments": json.dumps({"path": "kernel.py", "content": big})}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{i}", "content": "wrote kernel.py"})
+    compact(messages, keep=8, limit=100, arg_limit=400)
+    args = [json.loads(m["tool_calls"][0]["function"]["arguments"]) for m in messages if m["role"] == "assistant"]
+    assert [len(a["content"]) < 500 for a in args] == [True] * 4 + [False] * 8
+    assert args[0]["path"] == "kernel.py" and "60" not in args[0]["content"][:400]
+    before = json.dumps(messages)
+    compact(messages, keep=8, limit=100, arg_limit=400)
+    assert json.dumps(messages) == before  # idempotent: a cached prefix stays byte-identical
+
+
+def test_with_batch_old_messages_are_cut_only_when_enough_wait():
+    from avo.operators.agent import compact
+
+    messages = [{"role": "tool", "tool_call_id": str(i), "content": f"{i}:" + "x" * 5000} for i in range(12)]
+    compact(messages, keep=8, limit=100, batch=8)
+    assert all(len(m["content"]) > 5000 for m in messages)  # 4 wait: not yet
+    messages += [{"role": "tool", "tool_call_id": str(i), "content": "y" * 5000} for i in range(12, 16)]
+    compact(messages, keep=8, limit=100, batch=8)
+    assert [len(m["content"]) < 300 for m in messages] == [True] * 8 + [False] * 8
+
+
+def test_anthropic_requests_carry_cache_breakpoints_and_cached_tokens_are_recorded(cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    cfg.model.name, cfg.model.api_key_env, cfg.model.script = "anthropic/claude-sonnet-4-5", "ANTHROPIC_API_KEY", None
+    cached = _response("e", [EDIT, TEST], prompt=1000)
+    cached.usage.prompt_tokens_details = {"cached_tokens": 900}
+    model = FakeModel(cached, _response("s", [SUBMIT]), _response("s", [SUBMIT]))
+    proposal = AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
+    sent = model.calls[1]["messages"]
+    marked = [i for i, m in enumerate(sent) if isinstance(m["content"], list)]
+    assert marked[0] == 0 and sent[0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert len(marked) == 3 and sent[marked[-1]]["role"] == "tool"  # system + the last two user/tool messages
+    stop = read(proposal.transcript)[-1]
+    assert stop["cached_tokens"] == 900 and stop["cache_saving_usd"] is not None and stop["cache_saving_usd"] > 0
+    cfg.model.prompt_cache = "off"
+    model = FakeModel(_response("e", [EDIT, TEST]), _response("s", [SUBMIT]), _response("s", [SUBMIT]))
+    AvoAgent(cfg, tmp_path / "off", completion=model).propose(_ctx(tmp_path / "off"))
+    assert all(isinstance(m["content"], (str, type(None))) for m in model.calls[1]["messages"])
+
+
+def test_openai_requests_carry_no_cache_markers(cfg, tmp_path, monkeypatch):
+    _openai_cfg(cfg, monkeypatch)
+    model = FakeModel(_response("e", [EDIT, TEST]), _response("s", [SUBMIT]), _response("s", [SUBMIT]))
+    AvoAgent(cfg, tmp_path, completion=model).propose(_ctx(tmp_path))
+    assert all(isinstance(m["content"], (str, type(None))) for c in model.calls for m in c["messages"])

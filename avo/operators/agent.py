@@ -48,6 +48,9 @@ NUDGE = ("Continue with the tools (read, edit, compile, test, bench). When your 
 # bounds both the context window and the tokens billed per step.
 KEEP_RECENT_RESULTS = 8
 OLD_RESULT_CHARS = 1500
+# The assistant's own old tool-call arguments (a 60 kB write_file) are cut the same way: string
+# values longer than this in calls older than the last KEEP_RECENT_RESULTS turns.
+OLD_ARGUMENT_CHARS = 400
 BACKOFF_BASE_S = 5.0
 BACKOFF_CAP_S = 120.0
 TRANSCRIPT_NAME = "transcript.jsonl"
@@ -109,6 +112,67 @@ def _usage(response: Any) -> tuple[int, int]:
         return 0, 0
     get = usage.get if isinstance(usage, dict) else lambda k, d=None: getattr(usage, k, d)
     return int(get("prompt_tokens", 0) or 0), int(get("completion_tokens", 0) or 0)
+
+
+def _field(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+
+def cache_usage(response: Any) -> tuple[int, int]:
+    """(prompt tokens read from the provider's cache, prompt tokens written to it) of one response:
+    Anthropic's cache_read/cache_creation_input_tokens, OpenAI's prompt_tokens_details.cached_tokens
+    (litellm maps Anthropic's read count there too)."""
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0
+    details = _field(usage, "prompt_tokens_details")
+    read = _field(usage, "cache_read_input_tokens") or (_field(details, "cached_tokens") if details else 0)
+    written = _field(usage, "cache_creation_input_tokens")
+    try:
+        return int(read or 0), int(written or 0)
+    except (TypeError, ValueError):
+        return 0, 0
+
+
+def cache_saving_usd(model_name: str, read_tokens: int) -> Optional[float]:
+    """What the cached prompt tokens saved against the full input price (litellm's price map);
+    None where the map has no cached price for the model."""
+    if not read_tokens:
+        return 0.0
+    try:
+        import litellm
+
+        info = litellm.get_model_info(model_name)
+        full, cached = info.get("input_cost_per_token"), info.get("cache_read_input_token_cost")
+        return None if full is None or cached is None else read_tokens * (float(full) - float(cached))
+    except Exception:
+        return None
+
+
+PROMPT_CACHE_MODES = ("auto", "on", "off")
+_CACHING_PROVIDERS = ("anthropic/", "claude", "bedrock/anthropic", "bedrock/us.anthropic", "vertex_ai/claude")
+
+
+def caching_applies(model_name: str, mode: str) -> bool:
+    """Whether requests carry cache breakpoints: `auto` for Anthropic's models (OpenAI caches
+    long prefixes by itself, and other servers reject or ignore the markers)."""
+    if mode == "off":
+        return False
+    return mode == "on" or model_name.startswith(_CACHING_PROVIDERS)
+
+
+def cache_marked(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of `messages` with Anthropic cache breakpoints (litellm passes `cache_control` on a
+    text block through): on the system prompt and on the last two user/tool messages, so each
+    request reads the prefix the previous one wrote and writes its own new end."""
+    out = list(messages)
+    marks = [0] if out and out[0].get("role") == "system" else []
+    marks += [i for i, m in enumerate(out) if m.get("role") in ("user", "tool")][-2:]
+    for i in dict.fromkeys(marks):
+        text = out[i].get("content")
+        if isinstance(text, str) and text:
+            out[i] = {**out[i], "content": [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]}
+    return out
 
 
 def _retry_after(exc: BaseException) -> Optional[float]:
@@ -281,6 +345,7 @@ class _Run:
         self.agent, self.ctx, self.tools, self.transcript = agent, ctx, tools, transcript
         self.secrets, self.api_key = secrets, api_key
         self.steps = self.tokens = 0
+        self.cached_tokens = self.cache_written = 0
         self.cost = 0.0
         self.t0 = agent._clock()
 
@@ -313,16 +378,36 @@ class _Run:
         return err
 
     def totals(self) -> dict[str, Any]:
+        saving = cache_saving_usd(self.agent.model.name, self.cached_tokens)
         return {"steps": self.steps, "tokens": self.tokens, "cost_usd": round(self.cost, 6),
+                "cached_tokens": self.cached_tokens, "cache_written_tokens": self.cache_written,
+                "cache_saving_usd": None if saving is None else round(saving, 6),
                 "elapsed_s": round(self.elapsed(), 2), "evaluations": self.tools.state.evaluations}
+
+    def budget_note(self) -> str:
+        """What is left of the variation's budgets, shown to the model after every turn."""
+        lim = self.agent.limits
+        parts = [f"{max(0, lim.max_steps - self.steps)} of {lim.max_steps} steps"]
+        if lim.max_tokens is not None:
+            parts.append(f"{max(0, lim.max_tokens - self.tokens)} tokens")
+        if lim.max_cost_usd is not None:
+            parts.append(f"${max(0.0, lim.max_cost_usd - self.cost):.2f}")
+        left = self.time_left()
+        if left is not None:
+            parts.append(f"{max(0.0, left) / 60:.0f} min")
+        return "[budget left: " + ", ".join(parts) + "]"
 
     # the model call -----------------------------------------------------------------------------
 
     def complete(self, messages: list[dict[str, Any]]):
         model = self.agent.model
+        if caching_applies(model.name, getattr(model, "prompt_cache", "auto")):
+            messages = cache_marked(messages)
+        # num_retries=0: the retries are ours (below), with backoff, Retry-After and the wall time;
+        # litellm's own would also retry a 400 or a 401 and ignore both.
         kwargs: dict[str, Any] = dict(model=model.name, messages=messages, tools=self.tools.schemas(),
                                       temperature=model.temperature, max_tokens=model.max_tokens,
-                                      timeout=model.timeout_s, num_retries=model.num_retries)
+                                      timeout=model.timeout_s, num_retries=0)
         if model.api_base:
             kwargs["api_base"] = model.api_base
         if self.api_key:
@@ -385,12 +470,19 @@ class _Run:
             reason = self.over_budget()
             if reason:
                 raise self.fail(f"stopped before a submit: {reason}")
-            compact(messages)
+            # With cache breakpoints, old results are cut eight at a time: every cut changes the
+            # prefix the provider cached, so cutting one per turn would re-bill most of it.
+            compact(messages, batch=KEEP_RECENT_RESULTS if caching_applies(
+                agent.model.name, getattr(agent.model, "prompt_cache", "auto")) else 1)
             response = self.complete(messages)
             self.steps += 1
+            self.tools.state.turn = self.steps
             prompt_t, completion_t = _usage(response)
+            read_t, written_t = cache_usage(response)
             cost = response_cost(response, agent.model.name)
             self.tokens += prompt_t + completion_t
+            self.cached_tokens += read_t
+            self.cache_written += written_t
             self.cost += cost
             try:
                 message = _assistant_message(response)
@@ -399,11 +491,13 @@ class _Run:
             messages.append(message)
             tr.write("message", **message)
             tr.write("usage", step=self.steps, prompt_tokens=prompt_t, completion_tokens=completion_t,
+                     cached_tokens=read_t, cache_written_tokens=written_t,
                      cost_usd=cost, total_tokens=self.tokens, total_cost_usd=round(self.cost, 6))
             calls = message.get("tool_calls") or []
             if not calls:
-                messages.append({"role": "user", "content": NUDGE})
-                tr.write("message", role="user", content=NUDGE)
+                nudge = NUDGE + "\n" + self.budget_note()
+                messages.append({"role": "user", "content": nudge})
+                tr.write("message", role="user", content=nudge)
                 continue
             for call in calls:
                 name, args = call["function"]["name"], call["function"]["arguments"]
@@ -421,17 +515,58 @@ class _Run:
                     tr.write("stop", reason="submitted", submitted=True, **self.totals())
                     return Proposal(source=sub.source, rationale=redact_text(sub.rationale, self.secrets),
                                     tokens=self.tokens, cost_usd=self.cost, transcript=str(tr.path))
+            # The budgets, after this turn's last result (a message of its own would break the
+            # tool-call/result pairing some providers require).
+            messages[-1]["content"] = (messages[-1]["content"] or "") + "\n" + self.budget_note()
 
 
 def compact(messages: list[dict[str, Any]], keep: int = KEEP_RECENT_RESULTS,
-            limit: int = OLD_RESULT_CHARS) -> None:
-    """Shorten old tool results in place; the model can re-run a tool to see one again."""
+            limit: int = OLD_RESULT_CHARS, batch: int = 1, arg_limit: int = OLD_ARGUMENT_CHARS) -> None:
+    """Shorten old tool results and the long arguments of old tool calls in place (the transcript
+    keeps both whole); the model can re-run a tool to see a result again. `batch`: cut only once
+    that many old messages wait to be cut (a provider's prompt cache survives the turns between).
+    Idempotent: what was cut is never cut again, so the prefix stays byte-identical."""
     results = [m for m in messages if m.get("role") == "tool"]
-    for m in results[:-keep] if keep else results:
-        text = m.get("content") or ""
-        if len(text) > limit:
-            m["content"] = (text[:limit] + f"\n[... {len(text) - limit} characters of this old result elided; "
-                            "call the tool again if you need them]")
+    calls = [m for m in messages if m.get("role") == "assistant" and m.get("tool_calls")]
+    old_results = [m for m in (results[:-keep] if keep else results) if _long_result(m, limit)]
+    old_calls = [m for m in (calls[:-keep] if keep else calls)
+                 if any(_cut_arguments(c["function"].get("arguments") or "{}", arg_limit)
+                        != (c["function"].get("arguments") or "{}") for c in m["tool_calls"])]
+    if not old_results and not old_calls or len(old_results) + len(old_calls) < max(1, batch):
+        return
+    for m in old_results:
+        text = m["content"]
+        m["content"] = text[:limit] + f"\n[... {len(text) - limit}{_RESULT_CUT}"
+    for m in old_calls:
+        for call in m["tool_calls"]:
+            call["function"]["arguments"] = _cut_arguments(call["function"].get("arguments") or "{}", arg_limit)
+
+
+_RESULT_CUT = " characters of this old result elided; call the tool again if you need them]"
+_ARG_CUT = " characters elided]"
+
+
+def _long_result(m: dict[str, Any], limit: int) -> bool:
+    text = m.get("content")
+    return isinstance(text, str) and len(text) > limit and not text.endswith(_RESULT_CUT)
+
+
+def _cut_arguments(text: str, limit: int) -> str:
+    """Old tool-call arguments with long string values elided; still the JSON object a provider
+    expects to see back."""
+    try:
+        args = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return text if len(text) <= limit else json.dumps({"elided": f"{len(text)} characters of arguments"})
+    if not isinstance(args, dict):
+        return text
+    changed = False
+    out = {}
+    for k, v in args.items():
+        if isinstance(v, str) and len(v) > limit and not v.endswith(_ARG_CUT):
+            v, changed = v[:limit] + f"[... {len(v) - limit}{_ARG_CUT}", True
+        out[k] = v
+    return json.dumps(out) if changed else text
 
 
 def _loads(text: str) -> Any:

@@ -73,6 +73,14 @@ class ToolState:
     knowledge: Optional[Callable[[], Any]] = None  # lazily builds the KnowledgeBase
     parent_path: Optional[Path] = None  # the incumbent's file, for bench(against_incumbent)
     critique: Optional[str] = None  # shown once, on the first submit
+    # The model turn the tools are called in (set by the agent's loop; None where there are no
+    # turns, e.g. the CLI agent): the critique must be read before a submit is taken, so a submit
+    # in the same turn as the critique is refused.
+    turn: Optional[int] = None
+    critique_turn: Optional[int] = None
+    # The kernel sources that passed correctness (test or bench) in this variation: only one of
+    # those is submitted, never an edit nobody ran.
+    passed: set[str] = field(default_factory=set)
     time_left: Optional[Callable[[], Optional[float]]] = None  # seconds of the variation's wall time
     require_change: bool = True
     submission: Optional[Submission] = None
@@ -402,6 +410,8 @@ class ToolBox:
         t0 = time.monotonic()
         result = self.state.evaluate(kernel, **kwargs)
         self.state.last_result, self.state.last_result_source = result, source
+        if "correctness" in stages and getattr(result, "status", None) == "ok":
+            self.state.passed.add(source)
         return result, time.monotonic() - t0
 
     def compile(self) -> str:
@@ -432,10 +442,17 @@ class ToolBox:
         source = self.state.workspace.kernel_source()
         if self.state.require_change and source == self.state.parent_source:
             raise ToolError("the kernel is unchanged from the version you started from; edit it first")
+        if self.state.evaluate is not None and source not in self.state.passed:
+            raise ToolError("the kernel as it is now has not passed `test` (or `bench`) in this variation; "
+                            "run test on this exact source first, then submit")
         if self.state.critique and not self.state.critiqued:
             self.state.critiqued = True
+            self.state.critique_turn = self.state.turn
             return ("not submitted yet. " + self.state.critique.strip()
                     + "\n(Call submit again when you are satisfied.)")
+        if self.state.turn is not None and self.state.turn == self.state.critique_turn:
+            raise ToolError("not submitted: the review above was shown in this same turn; read it, act on it, "
+                            "and call submit in a later turn")
         self.state.submission = Submission(source=source, rationale=rationale)
         return "submitted"
 
