@@ -256,6 +256,24 @@ def test_evaluations_are_capped_by_the_variation_wall_time(ws):
     assert not out.ok and "wall time is used up" in out.text and seen == [42.0]
 
 
+def test_a_kernel_file_linked_to_another_file_of_the_workspace_is_refused(ws):
+    """Inside or not, kernel.py must be a regular file: a link could be re-pointed between the
+    test and the submit (code the agent ran can swap it)."""
+    fake = FakeEvaluator()
+    tools = box(ws, evaluate=fake)
+    ws.replace("kernel.py", TILE_LINE, TILE_LINE + "    block_m *= 2\n")
+    assert tools.call("test", {}).ok
+    (ws.root / "other.py").write_text(ws.kernel_source())
+    ws.kernel_path.unlink()
+    ws.kernel_path.symlink_to(ws.root / "other.py")
+    for name, args in (("test", {}), ("submit", {"rationale": "r"}), ("read_file", {"path": "kernel.py"})):
+        out = tools.call(name, args)
+        assert not out.ok and "symbolic link" in out.text, (name, out.text)
+    assert len(fake.calls) == 1 and tools.state.submission is None
+    assert tools.call("write_file", {"path": "kernel.py", "content": (ws.root / "other.py").read_text()}).ok
+    assert not ws.kernel_path.is_symlink() and tools.call("test", {}).ok
+
+
 def test_an_evaluator_crash_is_a_tool_error_not_a_crash_of_the_loop(ws):
     def broken(*a, **k):
         raise RuntimeError("child died")

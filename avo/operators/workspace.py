@@ -69,6 +69,11 @@ class Workspace:
     def file(self, path: str) -> Path:
         """`path` resolved, when it names a regular file of the workspace's own (see above)."""
         target = self.resolve(path)
+        if Path(path) == Path(self.kernel_file) and self.kernel_path.is_symlink():
+            # Even to a file inside: what is evaluated, submitted and committed is kernel.py itself,
+            # and a link could be re-pointed between the test and the submit.
+            raise SandboxError(f"{path!r} is a symbolic link; the kernel must be a regular file "
+                               "(write it anew with write_file)")
         try:
             st = target.stat()
         except OSError:
@@ -113,6 +118,12 @@ class Workspace:
             raise SandboxError(f"write_file is for files up to {MAX_WRITE_CHARS} characters; "
                                f"edit larger files with replace_in_file")
         target = self.resolve(path)
+        link = self.root / Path(path)
+        if link.is_symlink():
+            # The link itself is replaced by the new file; its target is left as it was.
+            target = self.resolve(str(Path(path).parent)) / link.name if Path(path).parent != Path(".") \
+                else self.root / link.name
+            link.unlink()
         if target == self.root or target.is_dir():
             raise SandboxError(f"{path!r} is a directory")
         target.parent.mkdir(parents=True, exist_ok=True)
