@@ -436,3 +436,12 @@ def test_install_log_redaction_covers_child_loggers(monkeypatch, caplog):
         for target in [logging.getLogger(n) for n in ("avo", "LiteLLM", "litellm")] + logging.getLogger().handlers:
             for f in [f for f in target.filters if isinstance(f, RedactingFilter)]:
                 target.removeFilter(f)
+
+
+def test_key_shapes_are_redacted_only_at_the_start_of_a_token():
+    from avo.operators.transcript import redact_text
+
+    key = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123"
+    assert redact_text(f"key={key} and '{key}'", []) == f"key={REDACTED} and '{REDACTED}'"
+    code = "mask-rcnn_abcdefghijklmnop disk-0123456789abcdefgh ghp_ is short"
+    assert redact_text(code, []) == code  # ordinary identifiers that contain "sk-" stay

@@ -25,7 +25,8 @@ MAX_FIELD = 20_000
 _SECRET_ENV = re.compile(r"(_API_KEY|_APIKEY|_TOKEN|_SECRET|_SECRET_KEY|PASSWORD|_ACCESS_KEY)$|^(API_KEY|TOKEN)$",
                          re.IGNORECASE)
 _KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic (sk-ant-...) style
+    # Only at the start of a token: "mask-rcnn_..." or "disk-..." in code is not a key.
+    r"(?<![A-Za-z0-9])(sk-[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic (sk-ant-...) style
     r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub
     r"|hf_[A-Za-z0-9]{20,}"  # Hugging Face
     r"|AKIA[0-9A-Z]{16}"  # AWS access key id
