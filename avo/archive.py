@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+from avo.config import ConfigError
+
 FILENAME = "archive.sqlite"
 
 _SCHEMA = """
@@ -149,6 +151,10 @@ def _from_row(cls, row: sqlite3.Row):
     return cls(**data)
 
 
+class DamagedArchive(ConfigError):
+    """The archive file exists but is not a readable SQLite database (one line, never a traceback)."""
+
+
 class Archive:
     """The run's SQLite archive (give the run dir). Cheap to open; other processes may read it
     while the search writes. One connection per thread (sqlite3's rule)."""
@@ -161,9 +167,15 @@ class Archive:
         # Autocommit mode: every write below opens its own explicit transaction.
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise DamagedArchive(
+                f"the run's archive {self.path} is damaged ({exc}): move it aside (the candidates' files, "
+                f"results/ and lineage/ stay) and start a new run dir, or restore it from a backup") from None
 
     def close(self) -> None:
         self._db.close()

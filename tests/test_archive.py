@@ -64,3 +64,21 @@ def test_schema_columns_and_wal(tmp_path):
 def test_open_run_needs_an_archive(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_run(tmp_path)
+
+
+def test_a_damaged_archive_is_one_clear_line_for_the_search_and_the_report(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from avo.archive import DamagedArchive
+
+    (tmp_path / "archive.sqlite").write_bytes(b"not a database, written over by accident\n" * 100)
+    with pytest.raises(DamagedArchive, match="is damaged"):
+        Archive(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    for cmd in ([sys.executable, "-m", "avo.report", str(tmp_path)],
+                [sys.executable, "-m", "avo", "+experiment=smoke", "logger=none", f"hydra.run.dir={tmp_path}"]):
+        p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        assert "archive" in p.stderr and "is damaged" in p.stderr.strip().splitlines()[-1]

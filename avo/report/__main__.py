@@ -31,11 +31,12 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse(argv)
+    from avo.archive import DamagedArchive
     from avo.report.data import ReportError, load
 
     try:
         runs, keys = load(args.paths)
-    except (ReportError, FileNotFoundError) as exc:
+    except (ReportError, FileNotFoundError, DamagedArchive) as exc:
         fail(str(exc))
     html_out = args.html or (None if args.wandb else "report.html")
     if html_out:
