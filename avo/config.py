@@ -209,9 +209,17 @@ def validate(cfg: Any) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for key in ("search.max_iterations", "agent.max_steps", "evaluator.repeats"):
+    for key in ("search.max_iterations", "agent.max_steps", "evaluator.warmup_ms"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {_get(cfg, key)}")
+    # The evaluator would quietly take 1 for 0 (a measurement needs a call): say so instead.
+    for key in ("evaluator.repeats", "evaluator.rotate_inputs", "evaluator.max_processes"):
+        if _get(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {_get(cfg, key)}")
+    for key in ("evaluator.tolerance", "evaluator.compile_timeout_s", "evaluator.correctness_timeout_s",
+                "evaluator.benchmark_timeout_s"):
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {_get(cfg, key)}")
     if not cfg.attention.shapes:
         raise ConfigError(f"attention={cfg.attention.suite!r} has no shapes")
     for i, s in enumerate(cfg.attention.shapes):

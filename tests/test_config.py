@@ -70,6 +70,11 @@ def test_overrides_are_typed():
         ["search.strategy=annealing"],
         ["hardware.baselines=[cudnn,xformers]"],
         ["agent=avo"],  # no model
+        ["evaluator.repeats=0"],  # was quietly taken as 1
+        ["evaluator.rotate_inputs=0"],
+        ["evaluator.tolerance=0"],
+        ["evaluator.warmup_ms=-5"],
+        ["model.prompt_cache=sometimes"],
     ],
 )
 def test_validate_rejects_semantic_mistakes(bad):
