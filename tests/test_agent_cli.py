@@ -83,7 +83,9 @@ def test_wall_time_kills_the_whole_process_group(cfg, tmp_path):
     t0 = time.monotonic()
     with pytest.raises(OperatorError, match="agent.wall_time_s=1 reached"):
         CliAgent(cfg, tmp_path).propose(_ctx(tmp_path))
-    assert time.monotonic() - t0 < 15
+    # Not a timing claim (a loaded machine may take long): without the kill the agent would have
+    # waited for its 300 s sleep.
+    assert time.monotonic() - t0 < 150
     pid = int(marker.read_text())
     for _ in range(50):
         try:

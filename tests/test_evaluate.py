@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -92,20 +91,17 @@ def test_import_error_names_the_kernel_line_not_our_frames():
 
 def test_a_hang_times_out_within_its_stage_limit_and_says_where():
     settings = EvaluatorConfig(**{**settings_dict(FAST), "compile_timeout_s": 3.0})
-    t0 = time.monotonic()
     r = run(FIX / "infinite_loop.py", settings=settings)
-    wall = time.monotonic() - t0
+    # The judge's own deadline fired (its message), not the overall one: no wall-clock assertion,
+    # which a loaded machine would break.
     assert (r.status, r.stage) == ("timeout", "compile"), r.message
-    assert wall < 3.0 + 15.0  # start-up (torch import) + the limit + the stack dump
     assert "limit of 3 s" in r.message
     assert "infinite_loop.py" in r.message  # the hung child's stack, dumped before the kill
 
 
 def test_the_overall_timeout_caps_the_run():
-    t0 = time.monotonic()
-    r = run(FIX / "infinite_loop.py", timeout=4.0)
+    r = run(FIX / "infinite_loop.py", timeout=4.0)  # the loop never ends: only the cap ends the run
     assert r.status == "timeout" and "overall timeout of 4 s" in r.message
-    assert time.monotonic() - t0 < 4.0 + 5.0
 
 
 def test_crash_reports_the_signal_and_the_kernel_frame():
