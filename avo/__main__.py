@@ -21,10 +21,12 @@ avo_config.register()
 
 def check_credentials(cfg: DictConfig) -> None:
     env = cfg.model.api_key_env
-    if cfg.agent.kind == "avo" and env and not os.environ.get(env):
+    uses_model = cfg.agent.kind == "avo" or cfg.search.supervisor == "model"
+    if uses_model and env and not os.environ.get(env):
         raise avo_config.ConfigError(
             f"model={cfg.model.name!r} needs the environment variable {env}; set it, or run "
             "without an LLM with agent=knob"
+            + (" search.supervisor=template" if cfg.search.supervisor == "model" else "")
         )
 
 
@@ -37,7 +39,8 @@ def plan(cfg: DictConfig, run_dir: str) -> str:
         f"seed kernel  {cfg.hardware.seed_kernel}" + (f"  [{cfg.hardware.seed_note}]" if cfg.hardware.seed_note else ""),
         f"suite        {cfg.attention.suite} ({shapes} shapes)",
         f"operator     {cfg.agent.kind}" + (f" with model {cfg.model.name}" if cfg.model.name else ""),
-        f"search       {cfg.search.strategy}, {cfg.search.max_iterations} iterations, seed {cfg.search.seed}",
+        f"search       {cfg.search.strategy}, {cfg.search.max_iterations} iterations, seed {cfg.search.seed}"
+        + (f", supervisor {cfg.search.supervisor}" if cfg.search.strategy == "avo" else ""),
         f"baselines    {', '.join(cfg.hardware.baselines) or 'none'}",
         f"logger       {cfg.logger.kind} ({cfg.logger.mode})",
     ])

@@ -56,6 +56,8 @@ class PromptsConfig:
     system: str = "prompts/system.md"
     task: str = "prompts/task.md"
     supervisor: str = "prompts/supervisor.md"
+    # search.supervisor=model: what the supervisor model is asked (fields: avo/search/model_supervisor.py).
+    supervisor_model: str = "prompts/supervisor_model.md"
     critique: str = "prompts/critique.md"
 
 
@@ -87,6 +89,13 @@ class SearchConfig:
     min_gain: float = 0.005
     # Supervisor: this many iterations without an acceptance triggers an intervention.
     stagnation_patience: int = 5
+    # Who writes an intervention's directive: template (prompts/supervisor.md, no LLM) or model
+    # (one call to model.* reading the trajectory; the template is its fallback). The rules decide
+    # when to intervene and where to restart from either way.
+    supervisor: str = "template"
+    # Bounds of that one call: it is not retried (the template is always at hand).
+    supervisor_timeout_s: float = 120.0
+    supervisor_max_tokens: int = 2000
     # Continue from another run's best version (a run dir); recorded in the lineage.
     transfer_from: Optional[str] = None
     # Candidates proposed and evaluated at once; 0 = one per visible GPU (1 on a CPU).
@@ -186,6 +195,7 @@ def register() -> None:
 _CHOICES = {
     "agent.kind": ("avo", "cli", "knob"),
     "search.strategy": ("avo", "greedy"),
+    "search.supervisor": ("template", "model"),
     "hardware.device": ("cuda", "cpu"),
     "logger.kind": ("wandb", "none"),
     "logger.mode": ("offline", "online", "disabled"),
@@ -239,5 +249,15 @@ def validate(cfg: Any) -> None:
             )
     if cfg.agent.kind == "avo" and not cfg.model.name:
         raise ConfigError("agent=avo needs an LLM: choose model=... (or agent=knob for no LLM)")
+    if cfg.search.supervisor == "model":
+        if not cfg.model.name:
+            raise ConfigError("search.supervisor=model needs an LLM: choose model=... (or search.supervisor=template)")
+        if cfg.model.name.startswith("avo-scripted/"):
+            # The replay's turns are the agent's conversation; a supervisor call would consume one.
+            raise ConfigError("search.supervisor=model cannot use model=scripted (its recorded turns are the "
+                              "agent's): use search.supervisor=template")
+        for key in ("search.supervisor_timeout_s", "search.supervisor_max_tokens"):
+            if _get(cfg, key) <= 0:
+                raise ConfigError(f"{key} must be > 0, got {_get(cfg, key)}")
     if cfg.agent.kind == "cli" and not cfg.agent.command:
         raise ConfigError("agent=cli needs agent.command (the external agent's command line)")

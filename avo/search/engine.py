@@ -15,6 +15,10 @@ operator's workspace and transcript, and a copy of the proposal for people (neve
 The kernel file of every archived version is checked against its recorded hash before it is used
 and restored from its lineage commit if something rewrote it.
 
+With a model supervisor (search.supervisor=model), an intervention's directive is written by one
+model call when the iteration is planned and signed at once into results/<n>/supervisor.json: a
+resume reuses it (even after a crash mid-proposal) and never asks the model again for iteration n.
+
 With `parallel` = k > 1 the engine works in rounds of k iterations: it proposes them at once
 (operator calls in threads, each with its own workspace, iteration number and RNG stream, all
 varying the same parent), evaluates them at once (on CUDA the bound evaluator is a DevicePool, so
@@ -32,7 +36,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -48,6 +52,7 @@ from avo.search.acceptance import Verdict
 from avo.search.budgets import Budgets, Usage, exhausted, remaining
 from avo.search.seed import Seed
 from avo.search.strategies import Plan, Strategy
+from avo.search.supervisor import Intervention
 from avo.search.threads import concurrently
 
 # evaluate(kernel_path, *, incumbent=None, stages=None) -> EvalResult, suite/device/settings bound.
@@ -92,7 +97,7 @@ class Engine:
     def __init__(self, run_dir: str | Path, *, strategy: Strategy, operator: Operator, evaluate: EvaluateFn,
                  budgets: Budgets, seed: int = 0, logger: MultiLogger | None = None,
                  config: dict[str, Any] | None = None, info: dict[str, Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic, parallel: int = 1):
+                 clock: Callable[[], float] = time.monotonic, parallel: int = 1, supervisor: Any = None):
         if parallel < 1:
             raise ConfigError(f"search.parallel must be >= 1 here, got {parallel}")
         self.run_dir = Path(run_dir)
@@ -103,6 +108,8 @@ class Engine:
         self.config, self.info = config or {}, dict(info or {})
         self.clock = clock
         self.parallel = int(parallel)
+        # Writes intervention directives (avo.search.model_supervisor); None: the strategy's template.
+        self.supervisor = supervisor
         self._events_lock = threading.Lock()
         self.archive = Archive(self.run_dir)
         self.lineage = Lineage.of_run(self.run_dir)
@@ -315,7 +322,34 @@ class Engine:
         if carried:
             return {n: Plan(carried[0]["parent"]) for n in new}
         plan = self.strategy.plan(history, versions)
+        if plan.intervention is not None:
+            plan = Plan(plan.parent, self._direct(new[0], plan.intervention, history, versions))
         return {n: plan if i == 0 else Plan(plan.parent) for i, n in enumerate(new)}
+
+    def _direct(self, n: int, step: Intervention, history: list[Candidate], versions: list[Version]) -> Intervention:
+        """`step` with the directive the model supervisor wrote for iteration n (or the template it
+        fell back to), asked once: the answer is signed before the iteration goes on, and a resume
+        reuses it when the rules reached the same decision (whatever search.supervisor says now).
+        Without a model supervisor and a saved answer, the template's `step` as it is."""
+        out = results.path(self.run_dir, n, "supervisor")
+        saved = self._load(out, "supervisor", n)
+        decided = saved.result if saved is not None else {}
+        if (decided.get("kind"), decided.get("restart_from")) == (step.kind, step.restart_from):
+            r = decided
+        elif self.supervisor is None:
+            return step
+        else:
+            w = self.supervisor.write(step, history, versions, n, cand_dir(self.run_dir, n) / "supervisor.jsonl")
+            r = {"kind": step.kind, "restart_from": step.restart_from, "directive": self._redact(w.directive),
+                 "source": w.source, "error": self._redact(w.error), "tokens": int(w.tokens),
+                 "cost_usd": float(w.cost_usd)}
+            results.sign(out, r, key=self._key, kind="supervisor", candidate=n, kernel_sha256=None)
+            self._event(event="supervisor", candidate=n, kind=step.kind, source=w.source, error=r["error"])
+            if w.source != "model":
+                self.logger.message(f"warning: the supervisor model call for iteration {n} failed "
+                                    f"({_first_line(r['error'])}); the template's directive is used")
+        return replace(step, directive=r["directive"], source=r["source"], error=r["error"],
+                       tokens=int(r["tokens"]), cost_usd=float(r["cost_usd"]))
 
     def _proposals(self, ns: list[int], history: list[Candidate], versions: list[Version]) -> dict[int, dict[str, Any]]:
         """Each iteration's proposal, made once and kept signed in results/<n>/proposal.json; the
@@ -371,7 +405,10 @@ class Engine:
         ctx.workspace.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {"parent": plan.parent, "operator": self.operator.name,
                                   "intervention": step.kind if step else None,
-                                  "directive": step.directive if step else None}
+                                  "directive": step.directive if step else None,
+                                  # who wrote the directive, and what that cost (added to the row)
+                                  "supervisor": {"source": step.source, "error": step.error, "tokens": step.tokens,
+                                                 "cost_usd": step.cost_usd} if step else None}
         return ctx, record
 
     def _propose(self, n: int, ctx: VariationContext, record: dict[str, Any], threaded: bool) -> dict[str, Any]:
@@ -392,8 +429,11 @@ class Engine:
         except FatalOperatorError:
             raise  # not recorded: the search stops, and a resume proposes this iteration again
         except OperatorError as exc:
+            # The transcript of a failed variation is what says why it failed: keep its path.
+            transcript = getattr(exc, "transcript", None)
             record.update(rationale=None, tokens=int(getattr(exc, "tokens", 0) or 0),
-                          cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0), transcript=None,
+                          cost_usd=float(getattr(exc, "cost_usd", 0.0) or 0.0),
+                          transcript=str(transcript) if transcript else None,
                           error=self._redact(str(exc)), kernel_sha256=None)
         finally:
             if archive is not None:
@@ -436,10 +476,12 @@ class Engine:
         d = cand_dir(self.run_dir, n)
         versions = self.archive.versions()
         best = versions[-1]
+        sup = p.get("supervisor") or {}  # the supervisor model's spend counts in budgets as the operator's does
         cand = Candidate(id=n, parent=p["parent"], operator=p["operator"], status=OPERATOR_ERROR,
                          verdict="operator-error", rationale=p["rationale"], message=p["error"],
                          best_score=best.score, intervention=p["intervention"], directive=p["directive"],
-                         tokens=p["tokens"], cost_usd=p["cost_usd"], propose_s=p["propose_s"])
+                         tokens=p["tokens"] + int(sup.get("tokens") or 0),
+                         cost_usd=p["cost_usd"] + float(sup.get("cost_usd") or 0.0), propose_s=p["propose_s"])
         version = None
         result = confirm = None
         if p["error"] is None:

@@ -30,7 +30,7 @@ from typing import Any, Optional
 RESULTS = "results"
 SECRET = Path(".avo") / "secret"
 KEY_BYTES = 32
-KINDS = ("seed", "candidate", "confirm", "proposal")
+KINDS = ("seed", "candidate", "confirm", "proposal", "supervisor")
 MAX_BYTES = 64 << 20  # result files are kilobytes; a planted huge file is not read into memory
 _FIELDS = {"kind", "candidate", "kernel_sha256", "result", "mac"}
 
@@ -48,7 +48,7 @@ class Record:
 
 
 def path(run_dir: str | Path, candidate: int, name: str) -> Path:
-    """`results/NNNN/<name>.json`: name is eval, confirm or proposal."""
+    """`results/NNNN/<name>.json`: name is eval, confirm, proposal or supervisor."""
     return Path(run_dir) / RESULTS / f"{candidate:04d}" / f"{name}.json"
 
 

@@ -3,9 +3,11 @@
 Everything of a run lives in its run dir (Hydra's `hydra.run.dir`):
     lineage/            git repo, one commit per accepted version (kernel.py; README.md)
     archive.sqlite      tables candidates (one row per iteration), versions, meta
-    candidates/NNNN/    kernel.py, workspace/, transcript, proposal.json (a copy for people) (0000 = the seed)
-    results/NNNN/       proposal.json, eval.json, confirm.json: the search's own records, signed (HMAC)
-                        and bound to the kernel's bytes; nothing else is believed on resume
+    candidates/NNNN/    kernel.py, workspace/, transcript, proposal.json (a copy for people), supervisor.jsonl
+                        (the supervisor model's call) (0000 = the seed)
+    results/NNNN/       proposal.json, eval.json, confirm.json, supervisor.json (search.supervisor=model):
+                        the search's own records, signed (HMAC) and bound to the kernel's bytes;
+                        nothing else is believed on resume
     .avo/secret         the run's HMAC key (0600); an evaluator must keep candidates away from it
     metrics.jsonl       per-iteration metrics (always); console.log: the progress lines
     events.jsonl        evaluation starts/ends, starts/stops of the process (for audits and tests)
@@ -135,18 +137,20 @@ def build_engine(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn
                  logger=None, console: bool = True) -> Engine:
     from avo.logging import build_logger
     from avo.operators.registry import make_operator
+    from avo.search import model_supervisor
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = make_strategy(cfg.search, supervisor_template(cfg) if cfg.search.strategy == "avo" else None)
     operator = operator or make_operator(cfg, run_dir)
+    supervisor = model_supervisor.make(cfg)  # None unless search.supervisor=model
     info = {"name": cfg.name, "strategy": strategy.name, "operator": operator.name,
             "suite": cfg.attention.suite, "device": cfg.hardware.device, "seed_kernel": cfg.hardware.seed_kernel}
     bound = bind_evaluator(cfg, evaluate, hide=(run_dir,))
     return Engine(run_dir, strategy=strategy, operator=operator, evaluate=bound,
                   budgets=Budgets.from_config(cfg.search), seed=int(cfg.search.seed),
                   logger=logger if logger is not None else build_logger(cfg, run_dir, console=console),
-                  config=_plain(cfg), info=info, parallel=parallelism(cfg.search, bound))
+                  config=_plain(cfg), info=info, parallel=parallelism(cfg.search, bound), supervisor=supervisor)
 
 
 @contextlib.contextmanager

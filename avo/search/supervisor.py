@@ -10,6 +10,8 @@ so a resumed run reaches the same decisions from the archive alone.
 The directive text comes from prompts/supervisor.md when present, rendered with the fields
 {kind} {streak} {patience} {best_score} {restart_from} {restart_version} {restart_score} {recent}
 {instruction} (the built-in sentence below); unknown fields are left as written.
+With search.supervisor=model the directive is rewritten by avo.search.model_supervisor (the kind
+and the restart target stay the ones decided here); this text is its fallback.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class Intervention:
     kind: str  # review | restart
     directive: str
     restart_from: Optional[int] = None  # candidate id of the version to vary from now on
+    # Who wrote the directive (template | model); why the model's answer was not used; what its
+    # call spent (the engine adds it to the iteration's row, so budgets count it).
+    source: str = "template"
+    error: Optional[str] = None
+    tokens: int = 0
+    cost_usd: float = 0.0
 
 
 def stagnation(history: Sequence[Any]) -> int:
