@@ -255,3 +255,47 @@ def test_anthropic_over_http_sends_cache_breakpoints_and_records_cached_tokens(s
     stop = read(proposal.transcript)[-1]
     assert stop["cached_tokens"] == 2000 + 2600 + 3000
     assert stop["cache_written_tokens"] == 2000 + 600 + 400 + 200
+
+
+def test_an_unknown_model_is_fatal(server, base_cfg, tmp_path, monkeypatch):
+    script, seen, base = server
+    script += [(404, {}, {"error": {"message": "The model `test-model` does not exist", "type": "invalid_request_error",
+                                    "code": "model_not_found"}})] * 3
+    with pytest.raises(FatalOperatorError, match="was not found"):
+        _agent(base_cfg, tmp_path, monkeypatch, base).propose(_ctx(tmp_path))
+    assert len(seen) == 1
+
+
+def test_the_same_bad_request_twice_is_fatal(server, base_cfg, tmp_path, monkeypatch):
+    script, seen, base = server
+    bad = (400, {}, {"error": {"message": "temperature must be <= 1 for this model", "type": "invalid_request_error"}})
+    script += [bad] * 4
+    agent = _agent(base_cfg, tmp_path, monkeypatch, base)
+    with pytest.raises(OperatorError) as first:
+        agent.propose(_ctx(tmp_path))
+    assert not isinstance(first.value, FatalOperatorError)  # once may be this conversation's fault
+    with pytest.raises(FatalOperatorError, match="same request twice"):
+        agent.propose(_ctx(tmp_path / "again"))
+    assert len(seen) == 2
+
+
+def test_the_cost_cap_stops_a_variation_priced_by_litellm(server, base_cfg, tmp_path, monkeypatch):
+    script, seen, base = server
+    script += [("turn", "", [("workspace_diff", {})], (400_000, 1_000))] * 5
+    agent = _agent(base_cfg, tmp_path, monkeypatch, base, max_cost_usd=1.5, max_tokens=10 ** 9)
+    agent.model.name = "openai/gpt-4o"  # a model litellm has a price for, served by the local server
+    with pytest.raises(OperatorError, match="agent.max_cost_usd=1.5 reached") as err:
+        agent.propose(_ctx(tmp_path))
+    assert len(seen) == 2 and err.value.cost_usd > 1.5  # ~$1 per 400k prompt tokens
+
+
+def test_a_reply_without_choices_fails_the_variation_with_its_spend_recorded(server, base_cfg, tmp_path, monkeypatch):
+    script, seen, base = server
+    script += [(200, {}, {"id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o", "choices": [],
+                          "usage": {"prompt_tokens": 5000, "completion_tokens": 0, "total_tokens": 5000}})]
+    agent = _agent(base_cfg, tmp_path, monkeypatch, base)
+    agent.model.name = "openai/gpt-4o"
+    with pytest.raises(OperatorError) as err:
+        agent.propose(_ctx(tmp_path))
+    assert err.value.tokens == 5000 and err.value.cost_usd > 0
+    assert read(err.value.transcript)[-1]["tokens"] == 5000
