@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -68,16 +69,29 @@ def refuse_inline_keys(cfg: DictConfig, run_dir: str) -> None:
         f"its value was removed from {hydra_dir}")
 
 
+def remove_if_untouched(run_dir: str) -> None:
+    """Delete a run dir holding nothing but what Hydra wrote for this process (a dry run's)."""
+    d = Path(run_dir)
+    if d.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in d.iterdir()):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         refuse_inline_keys(cfg, run_dir)
         avo_config.validate(cfg)
-        check_credentials(cfg)
         if cfg.dry_run:
+            # A plan needs no account: a missing key is said, not fatal, and nothing is left behind.
             print(plan(cfg, run_dir))
+            try:
+                check_credentials(cfg)
+            except avo_config.ConfigError as exc:
+                print(f"note: {exc}")
+            remove_if_untouched(run_dir)
             return
+        check_credentials(cfg)
         from avo.search.run import run_search  # heavy imports only when a search runs
 
         run_search(cfg, run_dir)

@@ -110,10 +110,19 @@ def test_user_mistakes_are_one_clean_line(args, needle):
     assert lines[0].startswith("avo: error:") and needle in lines[0], lines[0]
 
 
-def test_missing_key_names_the_variable_and_suggests_knob():
-    res = _run_avo("+experiment=mha_h100", "dry_run=true")
+def test_missing_key_names_the_variable_and_suggests_knob(tmp_path):
+    res = _run_avo("+experiment=mha_h100", "search.max_iterations=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "ANTHROPIC_API_KEY" in res.stderr and "agent=knob" in res.stderr
+
+
+def test_a_dry_run_needs_no_key_says_what_is_missing_and_leaves_no_run_dir(tmp_path):
+    run = tmp_path / "run"
+    res = _run_avo("+experiment=mha_b200", "dry_run=true", f"hydra.run.dir={run}")
+    assert res.returncode == 0, res.stderr
+    assert "kernels/baselines/fa4.py" in res.stdout or "mha" in res.stdout
+    assert "note:" in res.stdout and "ANTHROPIC_API_KEY" in res.stdout
+    assert not run.exists()
 
 
 def test_dry_run_prints_the_plan():
