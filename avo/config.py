@@ -98,6 +98,9 @@ class SearchConfig:
     supervisor_max_tokens: int = 2000
     # Continue from another run's best version (a run dir); recorded in the lineage.
     transfer_from: Optional[str] = None
+    # A resumed run refuses settings that change what its results mean (suite, evaluator,
+    # hardware, seed kernel) unless this is true; budgets may always change.
+    allow_changed_config: bool = False
     # Candidates proposed and evaluated at once; 0 = one per visible GPU (1 on a CPU).
     parallel: int = 1
 

@@ -93,3 +93,20 @@ def test_cuda_runs_evaluate_through_the_device_pool(monkeypatch):
     monkeypatch.setattr("avo.evaluate.api.evaluate", fake_real_evaluate)
     assert bind_evaluator(cfg)("kernel.py") == "result"
     assert seen == [{"CUDA_VISIBLE_DEVICES": "3"}]
+
+
+def test_a_resume_refuses_settings_that_change_results_but_takes_new_budgets(tmp_path):
+    from avo.config import ConfigError
+
+    run_search(_cfg("search.max_iterations=1"), tmp_path, evaluate=FakeEvaluator())
+    with pytest.raises(ConfigError, match=r"evaluator.repeats: \d+ -> 7.*allow_changed_config") as err:
+        run_search(_cfg("search.max_iterations=2", "evaluator.repeats=7"), tmp_path, evaluate=FakeEvaluator())
+    assert "\n" not in str(err.value) and Archive(tmp_path).count() == 1  # nothing ran
+    with pytest.raises(ConfigError, match="attention"):
+        run_search(_cfg("search.max_iterations=2", "attention=mha"), tmp_path, evaluate=FakeEvaluator())
+    out = run_search(_cfg("search.max_iterations=2"), tmp_path, evaluate=FakeEvaluator())  # a budget: fine
+    assert out.iterations == 2
+    run_search(_cfg("search.max_iterations=3", "evaluator.repeats=7", "search.allow_changed_config=true"), tmp_path,
+               evaluate=FakeEvaluator())
+    with Archive(tmp_path) as arch:
+        assert arch.count() == 3 and any("repeats" in c for c in arch.get_meta("results_config_changed"))

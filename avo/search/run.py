@@ -180,9 +180,43 @@ def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] 
         return _run_search(cfg, run_dir, evaluate=evaluate)
 
 
+# What a run's results depend on, recorded by its first start and compared on every resume.
+RESULT_SETTINGS = ("attention", "evaluator", "hardware")
+
+
+def results_config(cfg: Any) -> dict[str, Any]:
+    return {key: _plain(cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)) for key in RESULT_SETTINGS}
+
+
+def _changes(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in _changes(old.get(k), new.get(k), f"{path}.{k}" if path else str(k))]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def check_resume(cfg: Any, archive: Any) -> None:
+    """A new run records what its results depend on; a resume must not change it unnoticed."""
+    now = results_config(cfg)
+    recorded = archive.get_meta("results_config")
+    if recorded is None or archive.best() is None:
+        archive.set_meta(results_config=now)
+        return
+    changes = _changes(recorded, now)
+    if not changes:
+        return
+    if not bool(getattr(cfg.search, "allow_changed_config", False)):
+        more = f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""
+        raise ConfigError(f"this run was started with other settings that change its results: "
+                          f"{'; '.join(c[:120] for c in changes[:3])}{more}; resume with the run's own "
+                          f"settings, use a new hydra.run.dir, or pass search.allow_changed_config=true")
+    archive.set_meta(results_config=now, results_config_changed=changes)
+
+
 def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
     engine = build_engine(cfg, run_dir, evaluate=evaluate)
     try:
+        check_resume(cfg, engine.archive)
         # The seed is read only by a new run; a resumed one continues from its own lineage.
         return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
     except KeyboardInterrupt:
