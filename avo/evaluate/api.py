@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Optional, Sequence
 
+from avo import stopping
 from avo.config import ConfigError, EvaluatorConfig
 from avo.evaluate.plan import (ACCEPT_Z, BASELINES, INTERVAL_Z, NOISE_FLOOR, STAGES, correctness_shapes, exit_text,
                                resolve_suite, settings_dict, shape_dict, stage_limits)
@@ -219,6 +220,7 @@ def _follow(fd: int, pid: int, watch: _Watch) -> bool:
     buf = b""
     exited = False
     while watch.result is None:
+        stopping.check()  # the search is stopping: the caller's finally kills the child, nothing is judged
         now = time.monotonic()
         deadline = min(watch.stage_deadline, watch.overall)
         if now >= deadline:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Protocol, Sequence
+
+
+_log = logging.getLogger("avo.logging")
 
 
 class Logger(Protocol):
@@ -31,8 +35,13 @@ class MultiLogger:
         self.loggers = list(loggers)
 
     def _each(self, name: str, *args: Any) -> None:
-        for logger in self.loggers:
-            getattr(logger, name)(*args)
+        for logger in list(self.loggers):
+            try:
+                getattr(logger, name)(*args)
+            except Exception as exc:  # e.g. W&B's service killed with the job: the run goes on
+                self.loggers.remove(logger)
+                _log.warning("logger %s failed in %s (%s: %s); it logs nothing more, the run dir keeps "
+                             "everything", type(logger).__name__, name, type(exc).__name__, exc)
 
     def start(self, config, info) -> None:
         self._each("start", config, info)

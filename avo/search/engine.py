@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from avo import stopping
 from avo.archive import Archive, Candidate, Version, source_hash
 from avo.config import ConfigError
 from avo.evaluate.result import EvalResult
@@ -230,11 +231,21 @@ class Engine:
         t = self.clock()
         result = self._scrub(self.evaluate(kernel, **kwargs))
         seconds = self.clock() - t
+        if result.status == "crash" and any(s in (result.message or "") for s in ("SIGTERM", "SIGUSR2", "SIGINT")):
+            # Slurm signals every process of the job: the child may have died of the signal that
+            # is stopping this search, a moment before our own handler ran. Not the kernel's fault.
+            stopping.requested.wait(1.0)
+        stopping.check()  # a search that is stopping records and signs nothing more
         results.sign(out, result.to_dict(), key=self._key, kind=kind, candidate=cid, kernel_sha256=sha)
         self._event(event="evaluate", candidate=cid, kind=kind, phase="done", status=result.status)
         return result, seconds
 
     # -- the run -------------------------------------------------------------------------------
+
+    def stopped(self, why: str) -> None:
+        """Told to stop (a signal): say so in the run's files and close the loggers."""
+        self._event(event="stop", reason=f"signal: {why}")
+        self.logger.finish({"stopped": why, "done": self.archive.count(), "elapsed_s": self.elapsed()})
 
     def run(self, seed: Seed | Callable[[], Seed]) -> Outcome:
         """Run until a budget ends it; `seed` (or a function giving it) is used only by a new run."""
@@ -506,12 +517,13 @@ class Engine:
                                                              stages=CONFIRM_STAGES)
                     verdict = self.strategy.judge_confirmation(confirm)
                 self._fill(cand, result, confirm, verdict)
-                if verdict.accepted:
-                    self._pin(kernel, source, cand.source_hash, f"candidate {n}")  # the version's file
-                    version = self._commit(cand, source, result, confirm, len(versions), kernel)
-        cand.wall_s = self.clock() - t_start
-        self.archive.record(cand, version, meta={"elapsed_s": self.elapsed()})
-        self._event(event="recorded", candidate=n, verdict=cand.verdict)
+        with stopping.critical():  # the version's commit and the iteration's row, or neither
+            if result is not None and verdict.accepted:
+                self._pin(kernel, source, cand.source_hash, f"candidate {n}")  # the version's file
+                version = self._commit(cand, source, result, confirm, len(versions), kernel)
+            cand.wall_s = self.clock() - t_start
+            self.archive.record(cand, version, meta={"elapsed_s": self.elapsed()})
+            self._event(event="recorded", candidate=n, verdict=cand.verdict)
         self.logger.iteration(self._metrics(cand, result))
         if version is not None:
             self._log_version(version, step=n)

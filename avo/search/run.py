@@ -24,7 +24,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from avo import prompts, suites
+from avo import prompts, stopping, suites
 from avo.config import ConfigError, EvaluatorConfig
 from avo.lineage import Lineage
 from avo.search import seed as seeds
@@ -215,13 +215,24 @@ def check_resume(cfg: Any, archive: Any) -> None:
 
 def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
     engine = build_engine(cfg, run_dir, evaluate=evaluate)
+    stopping.reset()
     try:
         check_resume(cfg, engine.archive)
-        # The seed is read only by a new run; a resumed one continues from its own lineage.
-        return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
+        with stopping.handlers():
+            # The seed is read only by a new run; a resumed one continues from its own lineage.
+            return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
     except KeyboardInterrupt:
         print(f"avo: interrupted; re-run the same command with hydra.run.dir={run_dir} to resume")
         raise SystemExit(130) from None
+    except stopping.SearchStopped as exc:
+        # Preemption, a requeue, a time limit: not a failure. What was in flight is redone on resume.
+        done = engine.archive.count()
+        engine.stopped(str(exc))
+        print(f"avo: stopped by {exc}: {done} iterations recorded, the one in flight was not; "
+              f"the same command with hydra.run.dir={run_dir} resumes")
+        best = engine.archive.best()
+        return Outcome(f"stopped by {exc}", done, engine.archive.totals()["accepted"], len(engine.archive.versions()),
+                       best.score if best else None, best.sha if best else None, True)
     finally:
         engine.archive.close()
 
