@@ -47,5 +47,13 @@ def concise_hydra_errors() -> Iterator[None]:
         yield
     except (HydraException, OmegaConfBaseException) as exc:
         fail(one_line(exc), code=1)
+    except Exception as exc:
+        if type(exc).__name__ != "FailedJobError" or "submitit" not in type(exc).__module__:
+            raise
+        # sbatch refused the job (a GPU type, partition or size the cluster lacks): its own words.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "no reason given")
+        fail(f"the cluster refused the job ({why[:300]}); check hydra.launcher.* (partition, gpus_per_node, "
+             f"constraint, mem_gb, cpus_per_task) against sinfo", code=1)
     finally:
         os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -230,6 +230,11 @@ def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn]
         engine.stopped(str(exc))
         print(f"avo: stopped by {exc}: {done} iterations recorded, the one in flight was not; "
               f"the same command with hydra.run.dir={run_dir} resumes")
+        if os.environ.get("SUBMITIT_FOLDER"):
+            # A submitit job must not report a result now: the multirun would take the search as
+            # finished while Slurm reruns the job (requeue, preemption). Without a result the
+            # rerun's is the job's; after scancel, the job is cancelled, as it should be.
+            raise SystemExit(0)
         best = engine.archive.best()
         return Outcome(f"stopped by {exc}", done, engine.archive.totals()["accepted"], len(engine.archive.versions()),
                        best.score if best else None, best.sha if best else None, True)
