@@ -125,7 +125,12 @@ def parallelism(search: Any, evaluate: EvaluateFn) -> int:
     k = int(getattr(search, "parallel", 1))
     if k < 0:
         raise ConfigError(f"search.parallel must be >= 0 (0 = one per visible GPU), got {k}")
-    return k or max(1, int(getattr(evaluate, "slots", 1)))
+    slots = max(1, int(getattr(evaluate, "slots", 1)))
+    if k == 1 and slots > 1:
+        # A whole node (slurm_b200_node) evaluating one candidate at a time: say so once.
+        print(f"avo: note: {slots} GPUs are visible but search.parallel=1 evaluates one candidate at a time; "
+              f"search.parallel=0 uses all of them")
+    return k or slots
 
 
 def supervisor_template(cfg: Any) -> Optional[str]:
