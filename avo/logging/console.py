@@ -9,6 +9,7 @@ from typing import Any, Optional
 from rich.console import Console
 from rich.markup import escape
 
+UNIT = "TFLOP/s"
 _STYLE = {"accepted": "bold green", "slower": "yellow", "not-confirmed": "yellow", "duplicate": "dim"}
 
 
@@ -51,9 +52,19 @@ class ConsoleLogger:
         if style:
             tag = f"[{style}]{tag}[/]"
         line = f"\\[{m['iteration']:>{width}}/{m.get('max_iterations')}] {tag} "
-        line += f"cand {_fmt(m.get('candidate/score')):>9}  best {_fmt(m.get('best/score')):>9}"
+        line += f"cand {_fmt(m.get('candidate/score')):>9}  best {_fmt(m.get('best/score')):>9} {UNIT}"
         if gain is not None:
             line += f" ({gain:+.1%} vs seed)"
+        ratio, noise = m.get("incumbent_ratio"), m.get("incumbent_ratio_spread")
+        if isinstance(ratio, (int, float)):
+            # What decided it: the paired ratio against the incumbent (separate scores can disagree).
+            line += f"  x{ratio:.3f}" + (f"±{noise:.3f}" if isinstance(noise, (int, float)) else "") + " vs inc"
+        speedups = [(k.split("speedup_vs_", 1)[1], v) for k, v in m.items()
+                    if k.startswith("candidate/speedup_vs_") and isinstance(v, (int, float))]
+        if speedups:
+            line += "  " + " ".join(f"{escape(k)} x{v:.3f}" for k, v in sorted(speedups))
+        if m.get("total/cost_usd") or m.get("total/tokens"):
+            line += f"  {int(m.get('total/tokens') or 0):,} tok ${float(m.get('total/cost_usd') or 0):.2f}"
         line += f"  {escape(str(m.get('rationale', ''))[:40]):<40}  {escape(str(m.get('budget_left', '')))}"
         self.console.print(line, soft_wrap=True)
 
@@ -67,7 +78,13 @@ class ConsoleLogger:
         self.console.print(f"[cyan]{escape(text)}[/cyan]", soft_wrap=True)
 
     def finish(self, summary) -> None:
-        self.console.print(
-            f"[bold]stopped[/bold]: {escape(str(summary.get('stop_reason', '')))}; best score "
-            f"{_fmt(summary.get('best_score'))} (v{summary.get('versions', 1) - 1}, "
-            f"{summary.get('accepted', 0)} accepted of {summary.get('iterations', 0)})", soft_wrap=True)
+        if "stop_reason" not in summary:  # stopped by a signal or a fatal error: run.py says what
+            return
+        text = (f"[bold]stopped[/bold]: {escape(str(summary.get('stop_reason', '')))}; best score "
+                f"{_fmt(summary.get('best_score'))} {UNIT} (v{summary.get('versions', 1) - 1}, "
+                f"{summary.get('accepted', 0)} accepted of {summary.get('iterations', 0)})")
+        if summary.get("tokens") or summary.get("cost_usd"):
+            text += f"; {int(summary.get('tokens') or 0):,} tokens, ${float(summary.get('cost_usd') or 0):.2f}"
+        if summary.get("best_path"):
+            text += f"\nbest kernel: {escape(str(summary['best_path']))}"
+        self.console.print(text, soft_wrap=True)

@@ -271,7 +271,8 @@ class Engine:
                           best.score, best.sha, resumed)
         self._event(event="stop", reason=reason)
         self.logger.finish({**asdict(outcome), "cost_usd": totals["cost_usd"], "tokens": totals["tokens"],
-                            "elapsed_s": self.elapsed()})
+                            "elapsed_s": self.elapsed(),
+                            "best_path": str(self.run_dir / best.path) if best.path else None})
         return outcome
 
     def _ensure_seed(self, seed: Seed | Callable[[], Seed]) -> None:
