@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence
+from typing import IO, Any, Callable, Optional, Sequence
 
 from avo import stopping
 from avo.config import ConfigError, EvaluatorConfig
@@ -49,7 +49,8 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
              stages: Sequence[str] = STAGES,
              env: Optional[dict[str, str]] = None,
              hide: Sequence[str | Path] = (),
-             allow_library: bool = False) -> EvalResult:
+             allow_library: bool = False,
+             progress: Optional[Callable[[str, Optional[str]], None]] = None) -> EvalResult:
     """Compile, check and time `kernel` on `suite` (a suite name or a list of Shapes).
 
     `settings`: avo.config.EvaluatorConfig or any object / mapping with its fields (defaults fill
@@ -59,7 +60,8 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
     `timeout`: overall cap in seconds on top of the per-stage limits.
     `env`: extra environment for the judge and its workers (avo.evaluate.pool pins a GPU with
     CUDA_VISIBLE_DEVICES). `hide`: paths no worker may see (the run dir). `allow_library`: a seed
-    that wraps a library attention may run (its result says own_code false); candidates may not."""
+    that wraps a library attention may run (its result says own_code false); candidates may not.
+    `progress(stage, shape)`: called as the evaluation moves on (for a live display)."""
     kernel_path = _existing(kernel, "kernel")
     incumbent_path = _existing(incumbent, "incumbent") if incumbent is not None else None
     if device not in ("cuda", "cpu"):
@@ -94,7 +96,7 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
     }
     # The judge keeps the stage limits itself (and says which kernel ran out); ours are a backstop.
     backstop = {k: v + JUDGE_GRACE_S for k, v in job["limits"].items()}
-    return _run(job, backstop, timeout, env)
+    return _run(job, backstop, timeout, env, progress)
 
 
 def _existing(path: str | Path, what: str) -> Path:
@@ -127,7 +129,8 @@ def _child_env(device: str, fd: int, extra: Optional[dict[str, str]] = None) -> 
 class _Watch:
     """The parent's view of the child: current stage, deadlines, messages received."""
 
-    def __init__(self, limits: dict[str, float], timeout: Optional[float]):
+    def __init__(self, limits: dict[str, float], timeout: Optional[float], progress=None):
+        self.progress = progress
         self.limits = limits
         self.t0 = time.monotonic()
         self.overall = self.t0 + timeout if timeout else math.inf
@@ -145,10 +148,12 @@ class _Watch:
         if ev == "stage":
             self.stage, self.shape = msg["stage"], None
             self.stage_deadline = time.monotonic() + self.limits.get(self.stage, self.limits["compile"])
+            self._tell()
         elif ev == "end":
             self.seconds[msg["stage"]] = float(msg["seconds"])
         elif ev == "progress":
             self.shape = msg.get("shape")
+            self._tell()
         elif ev == "ready":
             self.env = msg.get("env", {})
         elif ev == "result":
@@ -156,14 +161,21 @@ class _Watch:
         elif ev == "fatal":
             self.fatal = msg.get("message", "the evaluation process could not start")
 
+    def _tell(self) -> None:
+        if self.progress is not None:
+            try:
+                self.progress(self.stage, str(self.shape) if self.shape else None)
+            except Exception:  # a display must never break an evaluation
+                pass
+
     def where(self) -> str:
         return f"stage {self.stage}" + (f" (shape {self.shape})" if self.shape else "")
 
 
 def _run(job: dict[str, Any], limits: dict[str, float], timeout: Optional[float],
-         extra_env: Optional[dict[str, str]] = None) -> EvalResult:
+         extra_env: Optional[dict[str, str]] = None, progress=None) -> EvalResult:
     _guard_search_process()
-    watch = _Watch(limits, timeout)
+    watch = _Watch(limits, timeout, progress)
     read_fd, write_fd = _channel()
     log = tempfile.TemporaryFile()
     try:

@@ -58,6 +58,16 @@ class MultiLogger:
     def message(self, text) -> None:
         self._each("message", text)
 
+    def status(self, state: dict) -> None:
+        """Where the evaluation in flight is (only loggers that show it have `status`)."""
+        for logger in list(self.loggers):
+            show = getattr(logger, "status", None)
+            if show is not None:
+                try:
+                    show(state)
+                except Exception:
+                    pass
+
     def finish(self, summary) -> None:
         self._each("finish", summary)
 

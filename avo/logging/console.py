@@ -35,6 +35,32 @@ class _Tee:
 class ConsoleLogger:
     def __init__(self, console: Console | None = None, log_file: str | Path | None = None):
         self.console = _Tee(console or Console(highlight=False), log_file)
+        self._live = None  # a rich status line while an evaluation runs (a terminal only)
+        self._last: Optional[tuple] = None
+
+    def status(self, st: dict[str, Any]) -> None:
+        """The evaluation in flight: a live line on a terminal (stage, shape, seconds); elsewhere
+        one plain line per evaluation."""
+        head = f"iteration {st.get('iteration')}/{st.get('max_iterations')}: {st.get('kind')} {st.get('stage')}"
+        con = self.console.console
+        if con.is_terminal:
+            text = escape(head + (f" {st['shape']}" if st.get("shape") else "") + f" ({st.get('elapsed_s', 0):.0f} s)")
+            if self._live is None:
+                self._live = con.status(text)
+                self._live.start()
+            else:
+                self._live.update(text)
+            return
+        key = (st.get("iteration"), st.get("kind"))
+        if key != self._last:  # one line per evaluation, not per stage: logs stay readable
+            self._last = key
+            con.print(f"  iteration {st.get('iteration')}/{st.get('max_iterations')}: evaluating the {st.get('kind')}",
+                      soft_wrap=True, highlight=False)  # not in console.log
+
+    def _end_status(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def start(self, config, info) -> None:
         verb = "resuming" if info.get("resumed") else "starting"
@@ -44,6 +70,7 @@ class ConsoleLogger:
             f"{info.get('done', 0)}/{info.get('max_iterations')} iterations done", soft_wrap=True)
 
     def iteration(self, m: dict[str, Any]) -> None:
+        self._end_status()
         verdict = str(m.get("verdict", ""))
         style = _STYLE.get(verdict, "red" if verdict.startswith(("failed", "confirm-failed", "operator")) else "")
         width = len(str(m.get("max_iterations", "")))
@@ -78,6 +105,7 @@ class ConsoleLogger:
         self.console.print(f"[cyan]{escape(text)}[/cyan]", soft_wrap=True)
 
     def finish(self, summary) -> None:
+        self._end_status()
         if "stop_reason" not in summary:  # stopped by a signal or a fatal error: run.py says what
             return
         text = (f"[bold]stopped[/bold]: {escape(str(summary.get('stop_reason', '')))}; best score "

@@ -31,6 +31,7 @@ a killed round loses at most its k in-flight steps; rows stay contiguous.
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import os
 import random
@@ -78,6 +79,15 @@ def cand_dir(run_dir: Path, cid: int) -> Path:
 write_atomic = results.write_atomic  # all or nothing; never writes through a planted symlink
 
 
+def _accepts(fn: Any, name: str) -> bool:
+    """Whether `fn` takes the keyword `name` (an injected evaluator need not know the live display)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _first_line(text: Optional[str]) -> str:
     lines = (text or "").strip().splitlines()
     return lines[0] if lines else ""
@@ -111,6 +121,7 @@ class Engine:
         self.parallel = int(parallel)
         # Writes intervention directives (avo.search.model_supervisor); None: the strategy's template.
         self.supervisor = supervisor
+        self._takes_progress = _accepts(evaluate, "progress")
         self._events_lock = threading.Lock()
         self.archive = Archive(self.run_dir)
         self.lineage = Lineage.of_run(self.run_dir)
@@ -229,6 +240,11 @@ class Engine:
         self._pin(kernel, source, sha, f"candidate {cid}")
         self._event(event="evaluate", candidate=cid, kind=kind, phase="start")
         t = self.clock()
+        if self._takes_progress:
+            t0 = time.monotonic()
+            kwargs["progress"] = lambda stage, shape: self.logger.status(
+                {"iteration": cid, "max_iterations": self.budgets.max_iterations, "kind": kind, "stage": stage,
+                 "shape": shape, "elapsed_s": time.monotonic() - t0})
         result = self._scrub(self.evaluate(kernel, **kwargs))
         seconds = self.clock() - t
         if result.status == "crash" and any(s in (result.message or "") for s in ("SIGTERM", "SIGUSR2", "SIGINT")):

@@ -89,10 +89,12 @@ def bind_evaluator(cfg: Any, evaluate: Optional[EvaluateFn] = None, *,
     device, baselines = cfg.hardware.device, tuple(cfg.hardware.baselines)
 
     def bound(kernel, *, suite: Optional[Sequence] = None, incumbent=None, stages: Optional[Sequence[str]] = None,
-              timeout: Optional[float] = None, allow_library: bool = False):
+              timeout: Optional[float] = None, allow_library: bool = False, progress=None):
         more = dict(extra)
         if allow_library and errors:  # the real evaluator (an injected one need not know the rule)
             more["allow_library"] = True
+        if progress is not None and errors:
+            more["progress"] = progress
         try:
             return evaluate(kernel, shapes if suite is None else suite, device=device, settings=settings,
                             incumbent=incumbent, baselines=() if incumbent is not None else baselines,
