@@ -102,7 +102,7 @@ class SearchConfig:
     # hardware, seed kernel) unless this is true; budgets may always change.
     allow_changed_config: bool = False
     # Candidates proposed and evaluated at once; 0 = one per visible GPU (1 on a CPU).
-    parallel: int = 1
+    parallel: Optional[int] = None
 
 
 @dataclass

@@ -225,6 +225,20 @@ def test_parallel_setting():
         parallelism(NS(parallel=-1), bound)
 
 
+def test_the_default_uses_every_gpu_of_a_slurm_job_that_holds_several(monkeypatch):
+    def bound(*a, **k):
+        pass
+
+    bound.slots = 8
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert parallelism(NS(parallel=None), bound) == 1  # a workstation: one at a time unless asked
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert parallelism(NS(parallel=None), bound) == 8  # slurm_b200_node: the whole node
+    assert parallelism(NS(parallel=1), bound) == 1  # said explicitly
+    bound.slots = 1
+    assert parallelism(NS(parallel=None), bound) == 1  # slurm_b200: one GPU
+
+
 def test_parallel_zero_means_one_per_device_of_the_pool(tmp_path):
     from hydra import compose, initialize_config_dir
 

@@ -123,11 +123,15 @@ def _check_sandbox(mode: str) -> None:
 
 
 def parallelism(search: Any, evaluate: EvaluateFn) -> int:
-    """`search.parallel`, with 0 meaning one candidate per evaluation slot (GPU)."""
-    k = int(getattr(search, "parallel", 1))
+    """`search.parallel`: 0 means one candidate per evaluation slot (GPU); None (the default) means
+    that too inside a Slurm job holding several GPUs (a whole node, slurm_b200_node), else 1."""
+    slots = max(1, int(getattr(evaluate, "slots", 1)))
+    k = getattr(search, "parallel", None)
+    if k is None:
+        k = slots if os.environ.get("SLURM_JOB_ID") and slots > 1 else 1
+    k = int(k)
     if k < 0:
         raise ConfigError(f"search.parallel must be >= 0 (0 = one per visible GPU), got {k}")
-    slots = max(1, int(getattr(evaluate, "slots", 1)))
     if k == 1 and slots > 1:
         # A whole node (slurm_b200_node) evaluating one candidate at a time: say so once.
         print(f"avo: note: {slots} GPUs are visible but search.parallel=1 evaluates one candidate at a time; "
