@@ -50,8 +50,11 @@ ODD_SCALE = 0.8
 # The worker's median reported time below this share of what the judge's clock saw (its median
 # wall time less the null worker's median overhead), minus an absolute slack (ms), is a false
 # report. A smaller lie gains nothing anyway: each call's time is at least its wall time less the
-# null worker's p90 overhead. Loose on a CPU: a loaded machine delays replies.
-CLOCK_FLOOR = {"cuda": (0.9, 0.03), "cpu": (0.7, 1.0)}
+# null worker's p90 overhead. Loose on a CPU: a loaded machine delays replies (a 2-core machine
+# running the test suite beside a smoke search: an honest 3.5 ms report against 7.4 ms of the
+# judge's clock), and there the clamp above already takes each call at its wall time less the
+# null worker's overhead, so a lie the floor lets through still gains nothing beyond that.
+CLOCK_FLOOR = {"cuda": (0.9, 0.03), "cpu": (0.5, 2.0)}
 # How far an honest side's median overhead strays from the null worker's (ms): on the H200 the
 # host's reply path (~0.3 ms) shifted by up to 0.067 ms between sides of one evaluation
 # (bench/results/h200_2026-12-02_*), so a call's time is never taken below its wall time less the
