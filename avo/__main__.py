@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from avo import config as avo_config
-from avo.errors import concise_hydra_errors, fail, one_line
+from avo.errors import SearchStuck, concise_hydra_errors, fail, one_line
 from avo.operators.base import FatalOperatorError
 from avo.paths import conf_dir
 
@@ -100,6 +100,8 @@ def _main(cfg: DictConfig) -> None:
     except FatalOperatorError as exc:
         fail(f"{exc}; the search stopped (nothing of this iteration was recorded): fix it and run the "
              f"same command to resume")
+    except SearchStuck as exc:
+        fail(f"{exc}; its iterations are recorded in {run_dir}", code=3)
     except OmegaConfBaseException as exc:  # e.g. a mandatory value left unset by an override
         fail(one_line(exc))
 

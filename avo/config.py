@@ -83,6 +83,10 @@ class SearchConfig:
     max_iterations: int = 10
     max_wall_time_s: Optional[float] = None
     max_cost_usd: Optional[float] = None
+    # Stop (exit 3) when this many consecutive iterations of this process fail with the same
+    # status and message: a missing tool, a broken seed, a provider that refuses every request.
+    # 0 = never.
+    stop_after_same_failures: int = 5
     seed: int = 0
     # Accept only when faster than the incumbent by more than this relative margin AND the
     # measured spread of the interleaved ratios.
@@ -222,7 +226,7 @@ def validate(cfg: Any) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for key in ("search.max_iterations", "agent.max_steps", "evaluator.warmup_ms"):
+    for key in ("search.max_iterations", "search.stop_after_same_failures", "agent.max_steps", "evaluator.warmup_ms"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {_get(cfg, key)}")
     # The evaluator would quietly take 1 for 0 (a measurement needs a call): say so instead.

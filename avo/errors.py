@@ -9,6 +9,11 @@ import sys
 from typing import Iterator, NoReturn
 
 
+class SearchStuck(Exception):
+    """The latest iterations all failed the same way: a setup problem that more iterations would
+    only repeat (they are recorded; the same command resumes once it is fixed)."""
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     print(f"avo: error: {message}", file=sys.stderr)
     raise SystemExit(code)

@@ -145,3 +145,14 @@ def test_a_key_on_the_command_line_is_refused_and_removed_from_the_run_dir(tmp_p
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     leaked = [str(p) for p in tmp_path.rglob("*") if p.is_file() and key in p.read_text(errors="replace")]
     assert not leaked and key not in res.stdout + res.stderr, leaked
+
+
+def test_a_search_whose_iterations_all_fail_alike_stops_with_the_reason(tmp_path):
+    run = tmp_path / "run"
+    res = _run_avo("+experiment=smoke", "agent=cli", "agent.command='no-such-agent-xyz {prompt_file}'",
+                   "search.max_iterations=10", "search.stop_after_same_failures=2", f"hydra.run.dir={run}")
+    assert res.returncode == 3, res.stderr
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("avo: error: the last 2 iterations all failed the same way") and "not found" in last
+    assert "[ 2/10]" in res.stdout and "[ 3/10]" not in res.stdout

@@ -283,3 +283,32 @@ def test_a_fatal_operator_error_stops_the_search_at_once_and_resume_redoes_the_i
     fixed = ScriptedOperator([{"a": 2}, {"b": 2}, {"a": 3}])
     out = engine(tmp_path, operator=fixed, max_iterations=3).run(Seed(KERNEL, "fake seed"))
     assert out.iterations == 3 and [s["iteration"] for s in fixed.seen] == [2, 3]
+
+
+def test_iterations_that_all_fail_alike_are_named():
+    from avo.search.budgets import same_failures
+
+    missing = ("operator_error", "agent=cli: command 'claude' not found")
+    assert same_failures([missing] * 4, 5) is None  # not yet
+    why = same_failures([("ok", None)] + [missing] * 5, 5)
+    assert "last 5 iterations all failed the same way" in why and "'claude' not found" in why
+    # Which candidate said it does not make failures differ; what they measured does.
+    paths = [("compile_error", f"candidates/{i:04d}/kernel.py:3: SyntaxError") for i in range(1, 4)]
+    assert same_failures(paths, 3) is not None
+    errors = [("incorrect", f"max error {e} above tolerance") for e in (0.5, 0.7, 0.9)]
+    assert same_failures(errors, 3) is None
+    assert same_failures([missing, ("duplicate", "same source"), missing], 3) is None
+    assert same_failures([missing] * 9, 0) is None  # 0 disables
+
+
+def test_a_search_whose_iterations_all_fail_alike_stops_and_resumes_afresh(tmp_path):
+    from avo.errors import SearchStuck
+
+    stuck = ScriptedOperator([None])  # an OperatorError every time
+    with pytest.raises(SearchStuck, match="last 3 iterations all failed the same way .*scripted failure"):
+        engine(tmp_path, operator=stuck, max_iterations=10, stop_after_same_failures=3).run(Seed(KERNEL, "s"))
+    assert [r.status for r in engine(tmp_path).archive.candidates()] == ["operator_error"] * 3
+    # A resumed search is judged by its own iterations: the three recorded ones do not stop it.
+    fixed = ScriptedOperator([{"a": 2}])
+    out = engine(tmp_path, operator=fixed, max_iterations=4, stop_after_same_failures=3).run(Seed(KERNEL, "s"))
+    assert out.iterations == 4 and len(fixed.seen) == 1

@@ -1,9 +1,14 @@
-"""Run budgets: iterations, wall time (summed across resumes), operator cost."""
+"""Run budgets: iterations, wall time (summed across resumes), operator cost; and the early stop
+of a search whose latest iterations all failed the same way (a setup problem, not a search)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
+
+# Iteration outcomes that are failures (a duplicate or a rejected correct kernel is not).
+FAILED = ("operator_error", "import_error", "compile_error", "incorrect", "timeout", "crash")
 
 
 @dataclass(frozen=True)
@@ -11,10 +16,14 @@ class Budgets:
     max_iterations: int
     max_wall_time_s: Optional[float] = None
     max_cost_usd: Optional[float] = None
+    # This many consecutive iterations failing with the same status and message end the search
+    # (0: never).
+    stop_after_same_failures: int = 0
 
     @classmethod
     def from_config(cls, search) -> "Budgets":
-        return cls(int(search.max_iterations), search.max_wall_time_s, search.max_cost_usd)
+        return cls(int(search.max_iterations), search.max_wall_time_s, search.max_cost_usd,
+                   int(getattr(search, "stop_after_same_failures", 0) or 0))
 
 
 @dataclass(frozen=True)
@@ -43,3 +52,26 @@ def remaining(b: Budgets, u: Usage) -> str:
     if b.max_cost_usd is not None:
         parts.append(f"${max(0.0, b.max_cost_usd - u.cost_usd):.2f}")
     return ", ".join(parts) + " left"
+
+
+def _failure_key(status: str, message: Optional[str]) -> tuple[str, str]:
+    # Which iteration or candidate said it is not what makes two failures alike; numbers that
+    # measure something (an error, a time) are.
+    line = next((ln.strip() for ln in (message or "").splitlines() if ln.strip()), "")
+    line = re.sub(r"candidates/\d+", "candidates/N", line)
+    line = re.sub(r"\b(candidate|iteration|version|v)\s*#?\d+\b", r"\1 N", line, flags=re.I)
+    return status, line
+
+
+def same_failures(recent: Iterable[tuple[str, Optional[str]]], k: int) -> Optional[str]:
+    """Why the search must stop when the last `k` iterations' (status, message), oldest first,
+    all failed alike; else None."""
+    recent = list(recent)[-k:] if k > 0 else []
+    if len(recent) < k or any(status not in FAILED for status, _ in recent):
+        return None
+    keys = {_failure_key(status, msg) for status, msg in recent}
+    if len(keys) != 1:
+        return None
+    status, line = keys.pop()
+    return (f"the last {k} iterations all failed the same way ({status}: {line or 'no message'}); "
+            f"fix that and resume, or set search.stop_after_same_failures=0")

@@ -51,7 +51,8 @@ from avo.operators.base import FatalOperatorError, Operator, OperatorError, Prop
 from avo.operators.transcript import REDACTED, secret_values
 from avo.search import results
 from avo.search.acceptance import Verdict
-from avo.search.budgets import Budgets, Usage, exhausted, remaining
+from avo.errors import SearchStuck
+from avo.search.budgets import Budgets, Usage, exhausted, remaining, same_failures
 from avo.search.seed import Seed
 from avo.search.strategies import Plan, Strategy
 from avo.search.supervisor import Intervention
@@ -271,6 +272,7 @@ class Engine:
         self.logger.start(self.config, self.info)
         self._event(event="start", resumed=resumed, done=self.archive.count())
         self._ensure_seed(seed)
+        first = self.archive.count() + 1  # a resumed run is judged by what it does from now on
         while (reason := exhausted(self.budgets, self.usage())) is None:
             # Wall time and cost are checked between rounds; the iteration cap bounds the last one.
             done = self.archive.count()
@@ -280,6 +282,15 @@ class Engine:
                 self._event(event="stop", reason=f"fatal: {self._redact(str(exc))}")
                 self.logger.finish({"stopped": "fatal", "done": self.archive.count(), "elapsed_s": self.elapsed()})
                 raise
+            k = self.budgets.stop_after_same_failures
+            recent = [(c.status, c.message) for c in self.archive.candidates(limit=k) if c.id >= first] if k else []
+            if (stuck := same_failures(recent, k)) is not None:
+                stuck = self._redact(stuck)
+                self.archive.set_meta(elapsed_s=self.elapsed())
+                self._event(event="stop", reason=f"stuck: {stuck}")
+                self.logger.finish({"stopped": "stuck", "reason": stuck, "done": self.archive.count(),
+                                    "elapsed_s": self.elapsed()})
+                raise SearchStuck(stuck)
         self.archive.set_meta(elapsed_s=self.elapsed())
         best = self.archive.best()
         totals = self.archive.totals()
