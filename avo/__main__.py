@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 from avo import config as avo_config
 from avo.errors import SearchStuck, concise_hydra_errors, fail, one_line
 from avo.operators.base import FatalOperatorError
+from avo.hydra_record import restore_hydra
 from avo.paths import conf_dir
 
 avo_config.register()
@@ -90,12 +91,14 @@ def _main(cfg: DictConfig) -> None:
             except avo_config.ConfigError as exc:
                 print(f"note: {exc}")
             remove_if_untouched(run_dir)
+            restore_hydra(run_dir)  # a plan made in a run's dir is not that run's config
             return
         check_credentials(cfg)
         from avo.search.run import run_search  # heavy imports only when a search runs
 
         run_search(cfg, run_dir)
     except avo_config.ConfigError as exc:
+        restore_hydra(run_dir)  # a refused start leaves the run's record as it was
         fail(str(exc))
     except FatalOperatorError as exc:
         fail(f"{exc}; the search stopped (nothing of this iteration was recorded): fix it and run the "

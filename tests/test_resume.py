@@ -178,3 +178,18 @@ def test_one_search_per_run_dir_and_stale_git_locks_are_cleared(tmp_path):
         assert not (lineage.path / ".git" / "index.lock").exists()
         sha = lineage.commit("x = 1\n", "works after a stale lock", {"Candidate": 0})
     assert sha and lineage.head() == sha
+
+
+def test_a_refused_start_or_a_dry_run_leaves_the_runs_hydra_config_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.run(_cli(run, 0), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    config = (run / ".hydra" / "config.yaml").read_text()
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    refused = subprocess.run(_cli(run, 0) + ["evaluator.repeats=7"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "evaluator.repeats" in refused.stderr, refused.stderr
+    plan = subprocess.run(_cli(run, 0) + ["evaluator.repeats=9", "dry_run=true"], capture_output=True, text=True,
+                          timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == config
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides

@@ -29,6 +29,7 @@ from avo.config import ConfigError, EvaluatorConfig
 from avo.lineage import Lineage
 from avo.search import seed as seeds
 from avo.search.budgets import Budgets
+from avo.hydra_record import keep_hydra
 from avo.search.engine import Engine, EvaluateFn, Outcome
 from avo.search.strategies import make_strategy
 
@@ -229,6 +230,7 @@ def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn]
     stopping.reset()
     try:
         check_resume(cfg, engine.archive)
+        keep_hydra(run_dir)
         with stopping.handlers():
             # The seed is read only by a new run; a resumed one continues from its own lineage.
             return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
