@@ -34,7 +34,9 @@ def make_run(run_dir: Path, model: str, seed: int, steps: list[tuple[str, str, f
     """steps: (status, verdict, score) per iteration; verdict 'accepted' makes a lineage version."""
     (run_dir / ".hydra").mkdir(parents=True)
     config = {"name": "mha_h100", "model": {"name": model}, "search": {"seed": seed, "max_iterations": len(steps)},
-              "attention": {"suite": "mha"}, "hardware": {"name": "h100", "baselines": ["cudnn", "fa2", "fa4"]}}
+              "attention": {"suite": "mha"}, "hardware": {"name": "h100", "baselines": ["cudnn", "fa2", "fa4"]},
+              # Differ between runs but change no result: never in a label.
+              "logger": {"name": f"wandb-{model}-{seed}"}, "knowledge": {"cache_dir": f"/tmp/k{seed}"}}
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"search.seed={seed}"]))
     if wandb_id:
@@ -60,7 +62,7 @@ def make_run(run_dir: Path, model: str, seed: int, steps: list[tuple[str, str, f
                 sha = lineage.commit(src, f"idea {i}: pipeline the softmax", {"Candidate": i, "Score": score})
                 version = Version(n_versions, i, sha, source_hash(src), score,
                                   {"cudnn": score / 500, "fa2": score / 400, "fa4": score / 600}, _metrics(score),
-                                  f"idea {i}: pipeline the softmax")
+                                  f"idea {i}: pipeline the softmax", path=f"candidates/{i:04d}/kernel.py")
                 best, n_versions = score, n_versions + 1
             archive.record(cand, version)
             elapsed += 60.0
@@ -126,6 +128,9 @@ def test_load_groups_by_the_differing_keys(sweep):
     assert runs[0].cost_usd == pytest.approx(1.0) and runs[0].tokens == 10000
     assert data.best_run(runs) is runs[0]
     assert [v.candidate for v in runs[0].lineage] == [0, 1, 3]
+    assert runs[0].speedup_curve("cudnn") == [(0, 0.6), (1, 0.64), (2, 0.64), (3, 0.7), (4, 0.7)]
+    assert runs[0].speedup_curve("fa2")[0] == (0, None)  # the seed was not timed against fa2
+    assert runs[0].best_kernel == runs[0].path / "candidates/0003/kernel.py"
 
 
 def test_html_report_is_one_file_with_plots(sweep, tmp_path):
@@ -137,14 +142,14 @@ def test_html_report_is_one_file_with_plots(sweep, tmp_path):
     page = out.read_text()
     parser = _Page()
     parser.feed(page)
-    assert len(parser.images) == 5
+    assert len(parser.images) == 6
     for img in parser.images:
         assert img["src"].startswith("data:image/png;base64,")
         png = base64.b64decode(img["src"].split(",", 1)[1], validate=True)
         assert png.startswith(PNG) and len(png) > 5000  # a real chart, not an empty canvas
     assert parser.h2 == [
         "Runs", "Best score over iterations", "Best score over wall time",
-        "Per-shape TFLOP/s of each run's best version", "Candidates: accepted and failure statuses", "Cost",
+        "Speedup over each baseline over iterations", "Per-shape TFLOP/s of each run's best version", "Candidates: accepted and failure statuses", "Cost",
         "Lineage of the best run: model.name=claude, search.seed=0"]
     assert "<script" not in page and "http://" not in page and "https://" not in page  # nothing fetched
     # Text from the runs is escaped, never markup.
@@ -152,6 +157,7 @@ def test_html_report_is_one_file_with_plots(sweep, tmp_path):
     assert "idea 3: pipeline the softmax" in page
     assert "×0.700" in page  # the best version vs cudnn: 350 / 500
     assert "+16.7%" in page  # 350 vs the seed's 300
+    assert f"Best kernel: <code>{sweep / '0' / 'candidates/0003/kernel.py'}</code>" in page
 
 
 def test_every_chart_draws(sweep):
@@ -159,8 +165,25 @@ def test_every_chart_draws(sweep):
     from avo.report import plots
 
     for png in (plots.best_over(runs, "iteration"), plots.best_over(runs, "time"), plots.per_shape(runs),
-                plots.outcomes(runs), plots.cost(runs)):
+                plots.outcomes(runs), plots.cost(runs), plots.speedup_over(runs, ["cudnn", "fa4"])):
         assert png.startswith(PNG)
+
+
+def test_count_axes_have_integer_ticks(sweep, monkeypatch):
+    from avo.report import plots
+
+    runs, _ = data.load([sweep])
+    figs = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figs.append(fig) or PNG)
+    plots.outcomes(runs)
+    plots.cost(runs)
+    plots.best_over(runs, "iteration")
+    plots.speedup_over(runs, ["cudnn"])
+    outcomes, cost, best, speedup = figs
+    for ax in (outcomes.axes[0], cost.axes[1], best.axes[0], speedup.axes[0]):  # candidates, tokens, iterations
+        ax.figure.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_a_run_dir_and_overlapping_paths(sweep):

@@ -75,6 +75,23 @@ class Run:
             out.append((c.id, t, score))
         return out
 
+    def speedup_curve(self, baseline: str) -> list[tuple[int, Optional[float]]]:
+        """(iteration, the incumbent's suite speedup over `baseline` after it), from the seed on."""
+        if not self.versions:
+            return []
+        by_candidate = {v.candidate: v for v in self.versions}
+        value = (self.versions[0].speedups or {}).get(baseline)
+        out = [(0, value)]
+        for c in self.candidates:
+            if c.id in by_candidate:
+                value = (by_candidate[c.id].speedups or {}).get(baseline)
+            out.append((c.id, value))
+        return out
+
+    @property
+    def best_kernel(self) -> Optional[Path]:
+        return self.path / self.best.path if self.best and self.best.path else None
+
     def outcome_counts(self) -> dict[str, int]:
         """Accepted, and each way a candidate was not: evaluator status, or the verdict of a
         correct one that lost (slower, not-confirmed, duplicate ...)."""
@@ -177,6 +194,16 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
 
 
+# Settings that change where a run writes or what it reports, never its results: not in labels.
+_NOT_RESULTS = ("logger", "dry_run")
+_PATH_SUFFIXES = ("dir", "path", "_dir", "_path", "file")
+
+
+def changes_results(key: str) -> bool:
+    parts = key.split(".")
+    return parts[0] not in _NOT_RESULTS and not parts[-1].endswith(_PATH_SUFFIXES)
+
+
 def is_seed_key(key: str) -> bool:
     return key.split(".")[-1] == "seed"
 
@@ -200,7 +227,7 @@ def load(paths: Sequence[str | Path]) -> tuple[list[Run], list[str]]:
             if d.resolve() not in {x.resolve() for x in dirs}:
                 dirs.append(d)
     runs = [read_run(d) for d in dirs]
-    keys = differing_keys([r.config for r in runs])
+    keys = [k for k in differing_keys([r.config for r in runs]) if changes_results(k)]
     grouping = [k for k in keys if not is_seed_key(k)]
     for r in runs:
         r.label = ", ".join(f"{k}={_short(r.get(k))}" for k in keys) or r.path.name

@@ -118,6 +118,7 @@ def lineage_table(run: Run) -> str:
 
 def render(runs: Sequence[Run], keys: Sequence[str], sources: Sequence[str], title: str = "avo report") -> str:
     best = best_run(runs)
+    baselines = list(dict.fromkeys(b for r in runs for b in r.baselines()))
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -137,6 +138,10 @@ def render(runs: Sequence[Run], keys: Sequence[str], sources: Sequence[str], tit
         "<h2>Best score over wall time</h2>",
         _chart(lambda: plots.best_over(runs, "time"), "best score over wall time",
                "The same over wall-clock time, summed across resumes."),
+        *(["<h2>Speedup over each baseline over iterations</h2>",
+           _chart(lambda: plots.speedup_over(runs, baselines), "speedup over baselines",
+                  "The incumbent's suite speedup (median of paired per-shape ratios, geomean) after each "
+                  "iteration; 1 = as fast as the baseline.")] if baselines else []),
         "<h2>Per-shape TFLOP/s of each run's best version</h2>",
         _chart(lambda: plots.per_shape(runs), "per-shape TFLOP/s",
                "Hatched: baselines timed in the same process as the best version (median over runs)."),
@@ -152,6 +157,8 @@ def render(runs: Sequence[Run], keys: Sequence[str], sources: Sequence[str], tit
         origin = best.meta.get("seed_origin") or ""
         parts += [f"<h2>Lineage of the best run: {escape(best.label)}</h2>",
                   f'<p class="note">{escape(str(best.path))}; seed: {escape(str(origin))}</p>',
+                  f'<p>Best kernel: <code>{escape(str(best.best_kernel))}</code> (v{best.best.version}; '
+                  f'<code>python -m avo.runs export {escape(str(best.path))} kernel.py</code> copies it)</p>',
                   lineage_table(best)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

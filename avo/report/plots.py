@@ -82,6 +82,31 @@ def best_over(runs: Sequence[Run], axis: str) -> bytes:
     return _png(fig)
 
 
+def speedup_over(runs: Sequence[Run], baselines: Sequence[str]) -> bytes:
+    """The incumbent's suite speedup over each baseline after each iteration, a panel each."""
+    fig, axes = plt.subplots(len(baselines), 1, figsize=(9, 1.2 + 3.0 * len(baselines)), squeeze=False,
+                             sharex=True)
+    look = styles(runs)
+    for i, (ax, b) in enumerate(zip(axes[:, 0], baselines)):
+        drawn = 0
+        for r in runs:
+            curve = [(it, x) for it, x in r.speedup_curve(b) if x is not None]
+            if not curve:
+                continue
+            color, style = look[r.label]
+            ax.step(*zip(*curve), where="post", color=color, linestyle=style, linewidth=1.8, label=r.label)
+            drawn += 1
+        ax.axhline(1.0, color="#888", linewidth=0.8, linestyle=":")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(f"× {b}")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.set_title("The incumbent's suite speedup over each baseline (1 = as fast)")
+            _legend(ax, drawn)
+    axes[-1, 0].set_xlabel("iteration")
+    return _png(fig)
+
+
 def per_shape(runs: Sequence[Run]) -> bytes:
     """Each run's best version per shape, beside the baselines measured with it."""
     labels = list(dict.fromkeys(row["label"] for r in runs if r.best for row in (r.best.metrics or [])))
@@ -131,6 +156,7 @@ def outcomes(runs: Sequence[Run]) -> bytes:
     ax.set_yticks(range(len(runs)))
     ax.set_yticklabels([r.label for r in runs], fontsize=8)
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("candidates")
     ax.set_title("Outcome of every candidate")
     ax.grid(axis="x", alpha=0.3)
@@ -151,6 +177,8 @@ def cost(runs: Sequence[Run]) -> bytes:
         if not any(values):
             ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center", color="#888")
         ax.set_title(title, fontsize=10)
+        if title == "tokens":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(runs)))
     axes[0].set_yticklabels([r.label for r in runs], fontsize=8)
