@@ -193,3 +193,29 @@ def test_a_refused_start_or_a_dry_run_leaves_the_runs_hydra_config_as_it_was(tmp
     assert plan.returncode == 0, plan.stderr
     assert (run / ".hydra" / "config.yaml").read_text() == config
     assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty"])
+def test_a_lost_archive_is_rebuilt_from_the_signed_records_and_says_so(tmp_path, damage):
+    run = tmp_path / "run"
+    first = subprocess.run(_cli(run, 2), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    with Archive(run) as a:
+        before = [(c.id, c.verdict, c.score) for c in a.candidates()]
+    for suffix in ("-wal", "-shm"):
+        (run / f"archive.sqlite{suffix}").unlink(missing_ok=True)
+    (run / "archive.sqlite").write_bytes(os.urandom(4096) if damage == "garbage" else b"")
+    n_events = len((run / EVENTS).read_text().splitlines())
+    again = subprocess.run(_cli(run, 3), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    said = [line for line in again.stdout.splitlines() if line.startswith("avo: the run's archive")]
+    assert said and "rebuilding it from the signed records in results/ (2 iteration(s)" in said[0], again.stdout
+    if damage == "garbage":
+        assert "damaged" in said[0] and len(list(run.glob("archive.sqlite.damaged-*"))) == 1
+    with Archive(run) as a:
+        after = [(c.id, c.verdict, c.score) for c in a.candidates()]
+    assert after[:2] == before and len(after) == 3
+    events = [json.loads(x) for x in (run / EVENTS).read_text().splitlines()[n_events:]]
+    assert any(e["event"] == "archive-rebuilt" for e in events)
+    # The two recorded iterations were replayed from their signed results, not evaluated again.
+    assert {e["candidate"] for e in events if e["event"] == "evaluate"} == {3}

@@ -140,6 +140,10 @@ class Engine:
     def usage(self) -> Usage:
         return Usage(self.archive.count(), self.elapsed(), self.archive.totals()["cost_usd"])
 
+    def record_event(self, **payload: Any) -> None:
+        """An event of the run from outside the engine (events.jsonl)."""
+        self._event(**payload)
+
     def _event(self, **payload: Any) -> None:
         with self._events_lock, (self.run_dir / EVENTS).open("a") as f:
             f.write(json.dumps({"time": round(time.time(), 3), "pid": os.getpid(), **payload}) + "\n")

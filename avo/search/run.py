@@ -31,6 +31,7 @@ from avo.search import seed as seeds
 from avo.search.budgets import Budgets
 from avo.hydra_record import keep_hydra
 from avo.search.engine import Engine, EvaluateFn, Outcome
+from avo.search.recovery import prepare_archive
 from avo.search.strategies import make_strategy
 
 DEFAULT_STAGES = ("compile", "correctness", "benchmark", "reverify")
@@ -226,7 +227,12 @@ def check_resume(cfg: Any, archive: Any) -> None:
 
 
 def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
+    rebuilt = prepare_archive(run_dir)
+    if rebuilt:
+        print(f"avo: {rebuilt}")
     engine = build_engine(cfg, run_dir, evaluate=evaluate)
+    if rebuilt:
+        engine.record_event(event="archive-rebuilt", reason=rebuilt)
     stopping.reset()
     try:
         check_resume(cfg, engine.archive)
