@@ -14,8 +14,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from avo import config as avo_config
 from avo.errors import SearchStuck, concise_hydra_errors, fail, one_line
-from avo.operators.base import FatalOperatorError
 from avo.hydra_record import restore_hydra
+from avo.operators.base import FatalOperatorError
 from avo.paths import conf_dir
 
 avo_config.register()

@@ -26,10 +26,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 from avo import prompts, stopping, suites
 from avo.config import ConfigError, EvaluatorConfig
+from avo.hydra_record import keep_hydra
 from avo.lineage import Lineage
 from avo.search import seed as seeds
 from avo.search.budgets import Budgets
-from avo.hydra_record import keep_hydra
 from avo.search.engine import Engine, EvaluateFn, Outcome
 from avo.search.recovery import prepare_archive
 from avo.search.strategies import make_strategy
