@@ -166,6 +166,14 @@ class EvaluatorConfig:
     # and it is killed, status crash). H200 evaluations of our kernel stayed under it.
     max_processes: int = 64
     launch_cover_cycles: int = 1_500_000
+    # GPU: a timed sample is a block of calls queued behind one release, each call on inputs and
+    # into an output of its own, with at least timing_block_ms of work (sized from torch's SDPA on
+    # the shape) and at most timing_block_max calls: the judge's cross-process clock resolves
+    # ~0.1 ms, so one short call's report could hide a lie that a block's cannot. 0 ms: one call.
+    timing_block_ms: float = 4.0
+    timing_block_max: int = 16
+    # Calls per timed sample, forced (on a CPU too); 0: as above (GPU), one call (CPU).
+    timing_block_calls: int = 0
 
 
 @dataclass
@@ -226,11 +234,12 @@ def validate(cfg: Any) -> None:
         value = _get(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for key in ("search.max_iterations", "search.stop_after_same_failures", "agent.max_steps", "evaluator.warmup_ms"):
+    for key in ("search.max_iterations", "search.stop_after_same_failures", "agent.max_steps", "evaluator.warmup_ms",
+                "evaluator.timing_block_ms", "evaluator.timing_block_calls"):
         if _get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {_get(cfg, key)}")
     # The evaluator would quietly take 1 for 0 (a measurement needs a call): say so instead.
-    for key in ("evaluator.repeats", "evaluator.rotate_inputs", "evaluator.max_processes"):
+    for key in ("evaluator.repeats", "evaluator.rotate_inputs", "evaluator.max_processes", "evaluator.timing_block_max"):
         if _get(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {_get(cfg, key)}")
     for key in ("evaluator.tolerance", "evaluator.compile_timeout_s", "evaluator.correctness_timeout_s",

@@ -74,6 +74,9 @@ def test_overrides_are_typed():
         ["evaluator.rotate_inputs=0"],
         ["evaluator.tolerance=0"],
         ["evaluator.warmup_ms=-5"],
+        ["evaluator.timing_block_max=0"],
+        ["evaluator.timing_block_ms=-1"],
+        ["evaluator.timing_block_calls=-2"],
         ["model.prompt_cache=sometimes"],
     ],
 )

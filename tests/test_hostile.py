@@ -323,6 +323,25 @@ def test_k_cheating_on_timed_calls_only_is_caught(box, name):
     failed(run(box.kernel(name)))
 
 
+# A block of timed calls behind one release (GPU by default; forced here on a CPU).
+BLOCKS = {**SETTINGS, "timing_block_calls": 3}
+
+
+def test_s_an_honest_kernel_timed_in_blocks_is_ok(box):
+    r = run(REF, settings=BLOCKS, suite=ONE_SHAPE)
+    assert r.status == "ok", r.message
+    row = r.shapes[0]
+    assert row.overhead_ms["calls_per_block"] == 3, row.overhead_ms
+    assert row.overhead_ms["per_block"]["median"] >= row.overhead_ms["median"], row.overhead_ms
+    assert row.time_ms > 0 and row.reported_ms > 0
+
+
+def test_s_skipping_the_work_inside_a_timing_block_is_caught(box):
+    r = run(box.kernel("s_block_skip"), settings=BLOCKS)
+    failed(r)
+    assert "timed in the benchmark" in r.message, r.message
+
+
 def test_k_a_cache_keyed_by_input_values_never_pays(box):
     twin = box.kernel("k_memo_by_content", where="twin", CACHE="False")
     r = run(box.kernel("k_memo_by_content", CACHE="True"), incumbent=twin)

@@ -13,11 +13,20 @@ One timed call of a kernel on a GPU, from the judge's side:
   processes (SIGSTOP), check that q/k/v are byte-identical to the private copies and time that
   work on the judge's own stream (slowed only if the GPU is still busy with the worker's work:
   a kernel that returns before it finishes), then verify the output on rows drawn now.
+On a GPU a timed sample is a block of calls, not one: B calls, each on an input set and into an
+output slot of its own, all queued behind the one release, their outputs all verified afterwards.
+The judge's clock resolves what crosses two processes only to ~0.1 ms (the reply path's jitter
+and the asymmetry between processes, H200: bench/results/h200_2026-12-02d_SUMMARY.md); over a
+block of >= evaluator.timing_block_ms of work that error is shared by B calls, so a report the
+clock contradicts by a few percent of the block is seen, and what a lie below that can gain is
+bounded by GAP_SLACK per block. B comes from the trusted null worker's time on the shape (a
+candidate cannot make its own blocks shorter) and is the same for every side of the shape.
 Every timed output of a kernel is verified, so no call can tell a checked call from another. The
 worker's reported time is bounded below by the judge's clock minus the overhead of the same
 protocol measured on a trusted null worker (torch's SDPA on a GPU, no work on a CPU), timed
 interleaved with the others.
-A CPU has no release flag: inputs are written just before the call.
+A CPU has no release flag: inputs are written just before the call, and a sample is one call
+unless evaluator.timing_block_calls says otherwise.
 """
 
 from __future__ import annotations
@@ -70,8 +79,17 @@ BUSY_CALLS = 0.1
 # A GPU call not queued behind the release flag within this many seconds is released anyway (a
 # JIT compile, or a kernel that waits for the GPU inside attention()); in a timed call it counts.
 ARM_WAIT_S = 2.0
-# The most protocol overhead (ms) a timed call is allowed, whatever the null worker measured.
+# The most protocol overhead (ms) a timed sample is allowed, whatever the null worker measured,
+# beside its calls' output copies (timed by the judge itself, BLOCK_COPY_ALLOWANCE times).
 OVERHEAD_CEILING = {"cuda": 1.0, "cpu": 10.0}
+BLOCK_COPY_ALLOWANCE = 2.0
+# The most memory (bytes) one side's input sets for a timing block may take on a GPU: every
+# call of a block needs inputs and an output of its own (a kernel that memoizes by address or
+# content must not profit), so a block of B calls costs B sets, in each side's arena.
+BLOCK_BYTES = 6 << 30
+# Rows of each output of a block that are verified: SAMPLE_ROWS shared by the block's outputs,
+# but never fewer than this per output (a call that skipped its work is wrong on every row).
+BLOCK_MIN_ROWS = 32
 # A timed call of the incumbent or a baseline that takes longer than this is a lost column, not a
 # stage that waits for its deadline (a candidate's own hang is its own timeout).
 OTHERS_CALL_LIMIT_S = 60.0
@@ -113,6 +131,7 @@ class Side:
         self.wall: list[float] = []
         self.post: list[float] = []
         self.host: list[list[float]] = []
+        self.calls = 1  # calls per timed sample (the shape's block); reported/wall/post are per sample
         self.busy = 0  # calls after which the GPU was still busy with this side's work
         self.late = 0  # timed calls that were not queued behind the release flag in time
         self.failed: Optional[str] = None
@@ -233,7 +252,7 @@ class Judge:
             b, s, d = shape.batch, shape.seqlen, shape.head_dim
             per = slot_bytes([(b, s, shape.heads_q, d), (b, s, shape.heads_kv, d), (b, s, shape.heads_kv, d),
                               (b, s, shape.heads_q, d)], self.dtype)
-            need = max(need, per * (rotate if shape in self.suite else 1))
+            need = max(need, per * (max(rotate, block_cap(self.s, self.device, per)) if shape in self.suite else 1))
         return need
 
     @staticmethod
@@ -242,23 +261,30 @@ class Judge:
         slot.k.copy_(k)
         slot.v.copy_(v)
 
-    def call_msg(self, slot: Slots, shape: Shape, *, scale=None, pass_out=False, profile=False):
+    def call_msg(self, slot: Slots, shape: Shape, *, scale=None, pass_out=False, profile=False, block=None):
         msg = {"op": "call", "t": slot.spec, "causal": shape.causal, "scale": scale, "pass_out": pass_out}
+        if block is not None:  # a timing block: one call per slot, in this order
+            del msg["t"]
+            msg["ts"] = [sl.spec for sl in block]
         if profile:
             msg["profile"] = True
         if self.device == "cuda" and not self.armed:
             msg["lead_cycles"] = int(self.s.get("launch_cover_cycles", 0))
         return msg
 
-    def call(self, w: WorkerProc, slot: Slots, inputs, msg: dict[str, Any], context: str,
+    def call(self, w: WorkerProc, slot, inputs, msg: dict[str, Any], context: str,
              limit_s: Optional[float] = None) -> tuple[dict[str, Any], float, bool]:
-        """One call of w on `inputs` written into `slot`: (its reply, the judge's wall ms, whether
-        it was late to arm). Raises StageFailure when the worker dies or hangs past the stage's
-        deadline, or past `limit_s` (a baseline or the incumbent must not hold up the stage)."""
+        """One call of w on `inputs` written into `slot` (or a block: a list of slots and one of
+        input sets): (its reply, the judge's wall ms, whether it was late to arm). Raises
+        StageFailure when the worker dies or hangs past the stage's deadline, or past `limit_s`
+        (a baseline or the incumbent must not hold up the stage)."""
         deadline = self.deadline if limit_s is None else min(self.deadline, time.monotonic() + limit_s)
-        slot.out.fill_(float("nan"))
+        pairs = list(zip(slot, inputs)) if isinstance(slot, list) else [(slot, inputs)]
+        for sl, _ in pairs:
+            sl.out.fill_(float("nan"))
         if not self.armed or msg.get("profile"):
-            self.load(slot, *inputs)
+            for sl, inp in pairs:
+                self.load(sl, *inp)
             self.flush.flush()
             self.sync()
             try:
@@ -294,7 +320,8 @@ class Judge:
             # not wait for the release computes on the previous call's values), and a kernel that
             # watches its slots to start the moment they are written is timed from the start too.
             t1 = time.perf_counter()
-            self.load(slot, *inputs)
+            for sl, inp in pairs:
+                self.load(sl, *inp)
             self.flush.flush()
             self.sync()
             if w.pending_lines() >= (1 if first is not None else 2):
@@ -665,8 +692,12 @@ class Judge:
         sides += [Side(name, w, True) for name, w in self.baselines.items()]
         null = Side("null", self.null, True)
         sides.append(null)
+        b, s_, d = shape.batch, shape.seqlen, shape.head_dim
+        set_bytes = slot_bytes([(b, s_, shape.heads_q, d), (b, s_, shape.heads_kv, d), (b, s_, shape.heads_kv, d),
+                                (b, s_, shape.heads_q, d)], self.dtype)
+        cap = block_cap(self.s, self.device, set_bytes)
         for side in sides:
-            side.sets = self.slots(side.worker, shape, rotate)
+            side.sets = self.slots(side.worker, shape, max(rotate, cap))
         # The warm-up's inputs; every repeat then draws new ones, written into each side's slot
         # just before its own call: nothing cached by address, by content seen in the warm-up, or
         # by a previous call is right, and no process sees a repeat's inputs before its turn.
@@ -677,16 +708,22 @@ class Judge:
                     self.load(side.sets[i], *inputs)
             self.sync()
         with self.clocked("bench_warm_up"):
-            self.warm_up(sides, shape)
-        idle_post = self.calibrate_post(inputs)
+            null_ms = self.warm_up(sides, shape)
+        calls = block_calls(self.s, cap, null_ms)
+        for side in sides:
+            side.calls = calls
+        idle_post = self.calibrate_post([inputs] * calls)
+        copy_ms = self.calibrate_copy(inputs[0]) if calls > 1 else 0.0
         # A trusted baseline is our code: one of its timed outputs is checked, drawn now.
         checked_trusted = self.rng.randrange(repeats)
         hogged, probes = 0, 0
         factor, slack = BUSY_AFTER
+        n_sets = len(sides[0].sets)
         for r in range(repeats):
-            i = r % rotate
+            # Slots of this repeat's block: consecutive, wrapping, so addresses rotate between repeats.
+            idx = [(r * calls + j) % n_sets for j in range(calls)] if calls > 1 else [r % rotate]
             with self.clocked("bench_inputs"):
-                inputs = make_inputs(shape, self.device, self.dtype, self.fresh_seed())
+                inputs = [make_inputs(shape, self.device, self.dtype, self.fresh_seed()) for _ in idx]
             for side in (sides if r % 2 == 0 else sides[::-1]):
                 if not side.failed:
                     if self.idle_probe is not None and side is not sides[0]:
@@ -698,7 +735,7 @@ class Judge:
                             # the switch between contexts (H200: an honest kernel's calls tripped
                             # one probe in ten); work still running slows both.
                             hogged += min(self.probe(), self.probe()) > factor * self.idle_probe + slack
-                    self.timed_call(side, shape, i, inputs, check=not side.trusted or (
+                    self.timed_call(side, shape, idx, inputs, check=not side.trusted or (
                         r == checked_trusted and side is not null))
             if null.failed:
                 raise StageFailure(CRASH, f"the judge's null worker failed: {null.failed.splitlines()[0][:300]}")
@@ -707,17 +744,20 @@ class Judge:
                 f"the GPU was busy with work nobody was being timed for before {hogged} of {probes} calls on "
                 f"{describe(shape)} (a kernel left running by the candidate's or the incumbent's process, or "
                 f"another user of this GPU): the timings of this evaluation cannot be trusted"))
-        return self.summarize_shape(shape, sides, idle_post)
+        return self.summarize_shape(shape, sides, idle_post, copy_ms)
 
-    def warm_up(self, sides: list[Side], shape: Shape) -> None:
+    def warm_up(self, sides: list[Side], shape: Shape) -> Optional[float]:
+        """Warm every side up on this shape; the null worker's settled time per call (ms)."""
+        null_ms = None
         min_ms = float(self.s["warmup_ms"])
         if self.device == "cpu":
             min_ms = min(min_ms, 250.0)
         cap = 4 * min_ms + 1000.0 if self.device == "cuda" else 2 * min_ms + 100.0
         kernel_ms = min_ms if not self.warmed else min(min_ms, LATER_WARMUP_MS)
         self.warmed = True
+        rotate = max(1, int(self.s["rotate_inputs"]))
         for side in sides:
-            calls = [self.call_msg(sl, shape) for sl in side.sets]
+            calls = [self.call_msg(sl, shape) for sl in side.sets[:rotate]]
             wall0 = time.monotonic()
             try:
                 rep = side.worker.request({"op": "warm", "calls": calls, "min_ms": min(kernel_ms, TRUSTED_WARMUP_MS)
@@ -744,6 +784,9 @@ class Judge:
                 self.side_failed(side, StageFailure(INCORRECT, f"attention() raised while timing {describe(shape)}:\n{why[:2000]}"))
             elif not data.get("settled"):
                 self.note(f"warm-up of {side.name} did not settle within its cap on {shape.label}")
+            if side.name == "null" and isinstance(data.get("ms"), (int, float)):
+                null_ms = float(data["ms"])
+        return null_ms
 
     def side_failed(self, side: Side, f: StageFailure) -> None:
         if side.name == "candidate":
@@ -757,44 +800,72 @@ class Judge:
             # Dead or hung: it would hold up every later call of the stage.
             self.baselines.pop(side.name).close()
 
-    def post_call(self, slot: Slots, inputs) -> tuple[Optional[str], float]:
-        """The input check, timed on the judge's own stream: (the input changed, ms)."""
+    def post_call(self, slots: list[Slots], inputs: list) -> tuple[Optional[str], float]:
+        """The input check of a sample's calls, timed on the judge's own stream: (the input
+        changed, ms)."""
         if self.device == "cuda":
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
         t0 = time.perf_counter()
-        changed = self.untouched(slot, *inputs)
+        changed = None
+        for sl, inp in zip(slots, inputs):
+            changed = changed or self.untouched(sl, *inp)
         if self.device == "cuda":
             b.record()
             b.synchronize()
             return changed, a.elapsed_time(b)
         return changed, (time.perf_counter() - t0) * 1e3
 
-    def calibrate_post(self, inputs) -> float:
-        """The post-call work on an idle GPU, on the judge's own memory only (no worker's slot, so
-        no worker's leftover work can slow the yardstick down)."""
-        mine = [t.clone() for t in inputs]
+    def calibrate_post(self, sets: list) -> float:
+        """The post-call work of a sample on an idle GPU, on the judge's own memory only (no
+        worker's slot, so no worker's leftover work can slow the yardstick down)."""
+        mine = [t.clone() for t in sets[0]]
         posts = []
         for _ in range(5):
             if self.device == "cuda":
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 a.record()
-                all(torch.equal(x, y) for x, y in zip(mine, inputs))
+                for inputs in sets:
+                    all(torch.equal(x, y) for x, y in zip(mine, inputs))
                 b.record()
                 b.synchronize()
                 posts.append(a.elapsed_time(b))
             else:
                 t0 = time.perf_counter()
-                all(torch.equal(x, y) for x, y in zip(mine, inputs))
+                for inputs in sets:
+                    all(torch.equal(x, y) for x, y in zip(mine, inputs))
                 posts.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(posts)
 
-    def timed_call(self, side: Side, shape: Shape, i: int, inputs, check: bool) -> None:
-        slot = side.sets[i]
+    def calibrate_copy(self, like: torch.Tensor) -> float:
+        """What copying one output into its slot costs (ms), timed by the judge: a block's calls
+        each pay it outside their events, so it is protocol overhead that grows with the block."""
+        src, dst = torch.empty_like(like), torch.empty_like(like)
+        times = []
+        for _ in range(5):
+            if self.device == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                dst.copy_(src)
+                b.record()
+                b.synchronize()
+                times.append(a.elapsed_time(b))
+            else:
+                t0 = time.perf_counter()
+                dst.copy_(src)
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    def timed_call(self, side: Side, shape: Shape, idx: list[int], inputs: list, check: bool) -> None:
+        """One timed sample of `side`: a call, or a block of calls (one per slot in `idx`)."""
+        slots = [side.sets[i] for i in idx]
+        block = len(slots) > 1
         where = describe(shape)
+        msg = self.call_msg(slots[0], shape, block=slots if block else None)
         try:
             with self.clocked("bench_calls"):
-                data, wall, late = self.call(side.worker, slot, inputs, self.call_msg(slot, shape), f"(timing {where})",
+                data, wall, late = self.call(side.worker, slots if block else slots[0], inputs if block else inputs[0],
+                                             msg, f"(timing {where})",
                                              limit_s=None if side.name == "candidate" else OTHERS_CALL_LIMIT_S)
         except StageFailure as f:
             self.side_failed(side, f)
@@ -811,18 +882,15 @@ class Judge:
                 f".cpu(), a blocking copy) or compiles every call; timed calls must only queue GPU work")))
             return
         with self.clocked("bench_input_checks"):
-            changed, post = self.post_call(slot, inputs)
+            changed, post = self.post_call(slots, inputs)
         if changed and side.name != "null":
             self.side_failed(side, StageFailure(INCORRECT, f"attention() modified its input {changed} while timed on "
                                                            f"{where}: inputs are read-only"))
             return
-        try:
-            ms = float(data["ms"])
-        except (KeyError, TypeError, ValueError):
+        ms = _times(data.get("ms"), len(slots) if block else None)
+        if ms is None:
             self.side_failed(side, StageFailure(INCORRECT, "the kernel's process sent no time for a timed call"))
             return
-        if not math.isfinite(ms) or ms < 0:
-            ms = 0.0
         side.reported.append(ms)
         side.wall.append(wall)
         host = data.get("host_ms")
@@ -831,23 +899,25 @@ class Judge:
         side.post.append(post)
         if check:
             # Every timed output of a kernel, on rows drawn only now: nothing a call can observe
-            # tells a checked call from another.
+            # tells a checked call from another. A block's outputs share the rows' budget.
+            rows = SAMPLE_ROWS[self.device] if not block else max(BLOCK_MIN_ROWS,
+                                                                  math.ceil(SAMPLE_ROWS[self.device] / len(slots)))
             try:
                 with self.clocked("bench_output_checks"):
-                    self.verify(slot.out, *inputs, shape, None, SAMPLE_ROWS[self.device],
-                                "(an output timed in the benchmark) ")
+                    for sl, inp in zip(slots, inputs):
+                        self.verify(sl.out, *inp, shape, None, rows, "(an output timed in the benchmark) ")
             except StageFailure as f:
                 self.side_failed(side, f)
 
-    def overhead(self, null: Side) -> tuple[float, float]:
-        """(median, high) ms a timed call costs beyond its reported time when nobody lies: the
-        null worker's, on this shape, interleaved with everybody's calls; high is its p90, but at
-        most GAP_SLACK above its median."""
+    def overhead(self, null: Side, copy_ms: float = 0.0) -> tuple[float, float]:
+        """(median, high) ms a timed sample costs beyond its reported time when nobody lies: the
+        null worker's, on this shape, interleaved with everybody's samples; high is its p90, but
+        at most GAP_SLACK above its median."""
         gaps = [w - r for r, w in zip(null.reported, null.wall)]
         if not gaps:
             raise StageFailure(CRASH, "the judge's null worker timed no call")
         o_med, o_hi = statistics.median(gaps), percentile(gaps, 0.9)
-        cap = OVERHEAD_CEILING[self.device]
+        cap = OVERHEAD_CEILING[self.device] + (BLOCK_COPY_ALLOWANCE * null.calls * copy_ms if null.calls > 1 else 0.0)
         if o_hi > cap:
             # A slowed null worker (a same-uid process can renice it without bubblewrap) must not
             # widen what a kernel may under-report.
@@ -857,8 +927,8 @@ class Judge:
 
     @staticmethod
     def used_times(side: Side, o_hi: float) -> list[float]:
-        """Per call: a trusted baseline's own events; a kernel's own time, but never below what the
-        judge's clock allows it (its wall time less the null worker's high overhead)."""
+        """Per sample: a trusted baseline's own events; a kernel's own time, but never below what
+        the judge's clock allows it (its wall time less the null worker's high overhead)."""
         if side.trusted:
             return list(side.reported)
         return [max(rep, wall - o_hi) for rep, wall in zip(side.reported, side.wall)]
@@ -870,8 +940,10 @@ class Judge:
         est = statistics.median(side.wall) - o_med - GAP_SLACK[self.device]
         share, slack = CLOCK_FLOOR[self.device]
         if rep < share * est - slack:
+            n = side.calls
+            per = f"per block of {n} calls" if n > 1 else "per call"
             self.side_failed(side, StageFailure(INCORRECT, (
-                f"the {side.name}'s process reported {rep:.3f} ms per call on {describe(shape)} but the judge's "
+                f"the {side.name}'s process reported {rep:.3f} ms {per} on {describe(shape)} but the judge's "
                 f"clock saw {est:.3f} ms: its timing was tampered with (patched clocks or events), or its work "
                 f"ran outside torch.cuda.current_stream()")))
 
@@ -886,12 +958,18 @@ class Judge:
                 f"in {len(busy)} of {len(side.post)} calls (the judge's own work took up to {max(busy):.3f} ms instead "
                 f"of {idle_post:.3f}): finish all work on torch.cuda.current_stream() before returning")))
 
-    def summarize_shape(self, shape: Shape, sides: list[Side], idle_post: float) -> dict[str, Any]:
+    def summarize_shape(self, shape: Shape, sides: list[Side], idle_post: float,
+                        copy_ms: float = 0.0) -> dict[str, Any]:
         null = sides[-1]
         sides = sides[:-1]
-        o_med, o_hi = self.overhead(null)
+        o_med, o_hi = self.overhead(null, copy_ms)
         row = self.shape_row(shape, sides, o_hi)
-        row["overhead_ms"] = {"median": o_med, "high": o_hi, "post_idle": idle_post,
+        n = null.calls
+        # Per call (a block's overhead shared by its calls), as the row's times are; per_block as
+        # the judge's clock saw it, and what the clock check and the clamp work with.
+        row["overhead_ms"] = {"median": o_med / n, "high": o_hi / n, "calls_per_block": n,
+                              "per_block": {"median": o_med, "high": o_hi, "copy": copy_ms},
+                              "post_idle": idle_post,
                               "post": {s.name: statistics.median(s.post) for s in sides if s.post},
                               "host": {s.name: [statistics.median(h[0] for h in s.host),
                                                 statistics.median(h[1] for h in s.host)] for s in sides if s.host}}
@@ -907,14 +985,15 @@ class Judge:
 
     def shape_row(self, shape: Shape, sides: list[Side], o_hi: float) -> dict[str, Any]:
         cand = sides[0]
-        times = self.used_times(cand, o_hi)
+        n = cand.calls
+        times = [x / n for x in self.used_times(cand, o_hi)]  # per call
         t = statistics.median(times)
         if t <= 0:
             raise StageFailure(INCORRECT, f"the candidate's timed calls of {describe(shape)} took no time by every "
                                           f"clock: nothing was measured")
         row: dict[str, Any] = {
             "label": shape.label, "shape": _shape_dict(shape), "time_ms": t,
-            "wall_ms": statistics.median(cand.wall), "reported_ms": statistics.median(cand.reported),
+            "wall_ms": statistics.median(cand.wall) / n, "reported_ms": statistics.median(cand.reported) / n,
             "tflops": shape.flops / (t * 1e-3) / 1e12, "spread": spread(times), "baselines": {},
         }
         for side in sides[1:]:
@@ -924,7 +1003,7 @@ class Judge:
                 if side.name != "incumbent":
                     row["baselines"][side.name] = None
                 continue
-            other = self.used_times(side, o_hi)
+            other = [x / n for x in self.used_times(side, o_hi)]
             if min(times) <= 0 or min(other) <= 0:
                 raise StageFailure(INCORRECT, f"a timed call of {describe(shape)} took no time by every clock: "
                                               f"nothing was measured")
@@ -939,6 +1018,49 @@ class Judge:
                 row.setdefault("baseline_ratios", {})[side.name] = statistics.median(ratios)
                 row.setdefault("baseline_ratio_se", {})[side.name] = block_se(ratios)
         return row
+
+
+def block_cap(settings: dict[str, Any], device: str, set_bytes: int) -> int:
+    """The most calls a timing block may have on a shape whose input set takes `set_bytes` (the
+    arenas are laid out for them before anything is timed)."""
+    forced = int(settings.get("timing_block_calls", 0) or 0)
+    if forced > 0:
+        return forced
+    if device != "cuda" or float(settings.get("timing_block_ms", 0.0)) <= 0:
+        return 1
+    return max(1, min(int(settings.get("timing_block_max", 16)), BLOCK_BYTES // max(1, set_bytes)))
+
+
+def block_calls(settings: dict[str, Any], cap: int, null_ms: Optional[float]) -> int:
+    """Calls per timing block: enough for evaluator.timing_block_ms of the trusted null worker's
+    work on the shape (torch's SDPA; a candidate cannot make its own blocks shorter), at most
+    `cap`; every side of the shape gets the same."""
+    forced = int(settings.get("timing_block_calls", 0) or 0)
+    if forced > 0:
+        return min(forced, cap)
+    if cap <= 1:
+        return 1
+    if not null_ms or null_ms <= 0 or not math.isfinite(null_ms):
+        return cap
+    return max(1, min(cap, math.ceil(float(settings["timing_block_ms"]) / null_ms)))
+
+
+def _times(value: Any, n: Optional[int]) -> Optional[float]:
+    """A sample's reported time (ms): one call's number, or the sum of a block's n numbers; None
+    when the reply does not say. A negative or non-finite number counts as no time at all (the
+    judge's clock then decides)."""
+    if n is None:
+        value = [value]
+    elif not isinstance(value, list) or len(value) != n:
+        return None
+    total = 0.0
+    for x in value:
+        try:
+            x = float(x)
+        except (TypeError, ValueError):
+            return None
+        total += x if math.isfinite(x) and x >= 0 else 0.0
+    return total
 
 
 def block_se(ratios: list[float], blocks: int = 5) -> Optional[float]:

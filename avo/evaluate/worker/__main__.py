@@ -133,34 +133,44 @@ class Worker:
         return q, k, v, out
 
     def one_call(self, msg: dict[str, Any], armed: Optional[Callable[[], None]] = None) -> dict[str, Any]:
-        """One call of the target. `armed` (GPU): the work is queued behind the judge's release
-        flag; `armed()` tells the judge it is queued, then this waits for the GPU to finish."""
+        """One call of the target, or a block of them (msg["ts"]: one slot set per call, each with
+        its own inputs and output). `armed` (GPU): the work is queued behind the judge's release
+        flag; `armed()` tells the judge it is queued, then this waits for the GPU to finish. A
+        block's calls all queue behind the one release, so the judge's clock spans all of them and
+        the fixed cost of a reply is shared by the block (judge.py)."""
         h0 = time.perf_counter()
         if self.device == "cuda" and armed is not None:
             self.flag.wait(torch.cuda.current_stream().cuda_stream, int(msg["arm"]))
-        q, k, v, out = self.tensors(msg)
-        pass_out = bool(msg.get("pass_out")) and self.target.takes_out
+        block = "ts" in msg
+        specs = msg["ts"] if block else [msg["t"]]
+        pass_out_asked = bool(msg.get("pass_out")) and self.target.takes_out
         scale = msg.get("scale")
         causal = bool(msg["causal"])
-        if self.device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            lead = int(msg.get("lead_cycles") or 0)
-            if lead > 0 and armed is None:
-                # Without a release flag: keep the GPU busy while the host prepares the launch.
-                torch.cuda._sleep(lead)
-            start.record()
-            res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
-            end.record()
-        else:
-            t0 = time.perf_counter()
-            res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
-            ms = (time.perf_counter() - t0) * 1e3
+        lead = int(msg.get("lead_cycles") or 0)
+        events, cpu_ms, problem = [], [], None
+        for spec in specs:
+            q, k, v, out = self.tensors({"t": spec})
+            pass_out = pass_out_asked
+            if self.device == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                if lead > 0 and armed is None and not events:
+                    # Without a release flag: keep the GPU busy while the host prepares the launch
+                    # (a block's later calls queue behind the earlier ones).
+                    torch.cuda._sleep(lead)
+                start.record()
+                res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
+                end.record()
+                events.append((start, end))
+            else:
+                t0 = time.perf_counter()
+                res = self.target.call(q, k, v, causal, scale, out if pass_out else None)
+                cpu_ms.append((time.perf_counter() - t0) * 1e3)
+            if not pass_out:
+                why = _output_problem(res, q, k, v)
+                if why is None:
+                    out.copy_(res)
+                problem = problem or why
         h1 = time.perf_counter()
-        problem = None
-        if not pass_out:
-            problem = _output_problem(res, q, k, v)
-            if problem is None:
-                out.copy_(res)
         if armed is not None:
             finished = torch.cuda.Event() if self.device == "cuda" else None
             if finished is not None:
@@ -171,11 +181,10 @@ class Worker:
             while finished is not None and not finished.query():
                 pass
         self.sync()
-        if self.device == "cuda":
-            ms = start.elapsed_time(end)
+        ms = [a.elapsed_time(b) for a, b in events] if self.device == "cuda" else cpu_ms
         # Where the host time went (informative only: the judge trusts its own clock).
         host = [round((h1 - h0) * 1e3, 4), round((time.perf_counter() - h1) * 1e3, 4)]
-        return {"ms": ms, "problem": problem, "host_ms": host}
+        return {"ms": ms if block else ms[0], "problem": problem, "host_ms": host}
 
     def warm(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Call until `min_ms` has passed and the recent times are steady (GPU clocks ramp)."""
@@ -191,9 +200,9 @@ class Worker:
             last = history[-SETTLE_WINDOW:]
             steady = len(last) == SETTLE_WINDOW and (max(last) - min(last)) / statistics.median(last) <= tol
             if elapsed >= msg["min_ms"] and steady:
-                return {"n": n, "settled": True}
+                return {"n": n, "settled": True, "ms": statistics.median(last)}
             if elapsed >= msg["cap_ms"] and n >= 2:
-                return {"n": n, "settled": False}
+                return {"n": n, "settled": False, "ms": statistics.median(last)}
 
     def ping(self) -> dict[str, Any]:
         """The call protocol around no work: the judge's measure of its own overhead."""
