@@ -13,7 +13,11 @@ groups of heads whose K/V share L2):
   * `intra_wg_overlap`: the QK^T GEMM of the next KV tile is issued before the PV GEMM of the
     current one, so softmax of one tile runs while the tensor cores work on the other.
   * `pingpong_d64` / `pingpong_d128`: a pair of named barriers makes the consumer warpgroups take turns issuing GEMMs,
-    so one warpgroup's softmax hides behind the other's GEMMs.
+    so one warpgroup's softmax hides behind the other's GEMMs.  The value "fa3" schedules the
+    turns as FlashAttention-3 does (`_sched_fa3` below): the mbarrier waits use the try_wait
+    token idiom, only the first consumer warpgroup waits for K and V inside the turns (the others
+    follow it through the turn barrier), and without intra-warpgroup overlap a turn is PV(j) +
+    QK^T(j+1) instead of QK^T(j) + PV(j).
   * causal: KV tiles above the diagonal are never loaded; only diagonal tiles are masked.  The
     producer warp fetches the next item index (atomicAdd) while it loads the current item and
     hands it to the consumers through an mbarrier-guarded smem ring; the last CTA to finish
@@ -41,7 +45,12 @@ Credits.  This is our own code, written for this project, but its design follows
     producer/consumer pipeline with setmaxnreg register split (24/240), the intra-warpgroup
     overlap of softmax with the next QK^T GEMM, the pingpong named barriers between consumer
     warpgroups, persistent CTAs, and a dynamic tile scheduler on a global atomic counter with
-    longest query tiles first (FA3's DynamicPersistentTileScheduler).
+    longest query tiles first (FA3's DynamicPersistentTileScheduler).  The "fa3" pingpong mode
+    follows FA3's warp-scheduler barrier as `hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp` and
+    `hopper/flash_fwd_kernel_sm90.h` place it (BSD-3-Clause, Copyright (c) 2024 Jay Shah, Ganesh
+    Bikshandi, Ying Zhang, Vijay Thakkar, Pradeep Ramani, Tri Dao): where the turns open and
+    close around the two GEMMs, only the first consumer warpgroup waiting for K/V inside a turn,
+    and the consumer_try_wait token before each blocking wait; written anew here, no code copied.
   * quack (Tri Dao et al., github.com/Dao-AILab/quack, Apache-2.0 per the LICENSE file in the
     quack-kernels 0.6.5 wheel): `_acc_rows_cols` and `_acc_as_operand_a` follow its
     `layout_utils.convert_layout_acc_mn` / `convert_layout_acc_frgA` (an MMA accumulator viewed
@@ -90,8 +99,8 @@ KNOB_SPACE = {
     "block_n_d128": [64, 96, 128, 160, 176],
     "block_m_d64": [64, 128, 192],
     "block_n_d64": [64, 96, 128, 160, 176, 192],
-    "pingpong_d128": [True, False],
-    "pingpong_d64": [True, False],
+    "pingpong_d128": [True, False, "fa3"],
+    "pingpong_d64": ["fa3", True, False],
     "num_stages": [1, 2, 3],
     "intra_wg_overlap": [True, False],
     "persistent": [True, False],
@@ -143,6 +152,7 @@ def effective_knobs(knobs, head_dim, seqlen, causal):
 
 
 def pingpong_for(knobs, head_dim):
+    """False, True (our turn schedule) or "fa3" (FlashAttention-3's, see `_sched_fa3`)."""
     return knobs[f"pingpong_d{head_dim}"]
 
 
@@ -372,7 +382,7 @@ class Sm90FlashAttentionForward:
         block_n: int = 128,
         num_stages: int = 2,
         intra_wg_overlap: bool = True,
-        pingpong: bool = True,
+        pingpong=True,  # False, True or "fa3" (FlashAttention-3's turn schedule)
         persistent: bool = True,
         persistent_causal: bool = True,
         dtype=cutlass.BFloat16,
@@ -388,7 +398,9 @@ class Sm90FlashAttentionForward:
         self.num_stages = num_stages
         self.intra_wg_overlap = intra_wg_overlap
         self.num_mma_wg = block_m // 64
-        self.pingpong = pingpong and self.num_mma_wg >= 2
+        assert pingpong in (True, False, "fa3"), pingpong
+        self.pingpong = bool(pingpong) and self.num_mma_wg >= 2
+        self.sched_fa3 = self.pingpong and pingpong == "fa3"
         # persistent CTAs with O staged apart from Q; non-causal items are equal, so a static
         # round-robin balances them; causal items differ in length (query tile i sees i+1 KV
         # tiles), so persistent causal CTAs take items from a global atomic counter, longest
@@ -849,20 +861,26 @@ class Sm90FlashAttentionForward:
 
         # ---- first tile (the last in the sequence): always masked ----------------------
         n_block = n_block_max - 1
-        p.pipe_k.consumer_wait(kv_state)
-        if const_expr(not self.intra_wg_overlap):
+        if const_expr(self.sched_fa3 and not self.intra_wg_overlap):
+            # FA3 without overlap: the turn opens before the item's first QK^T GEMM ...
             self._sched_sync(p.wg_idx)
-        _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, 0)
+            self._wait(p.pipe_k, kv_state, p.wg_idx, False)
+            _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, -1)
+            self._sched_arrive(p.wg_idx)
+            warpgroup.wait_group(0)
+        else:
+            # (FA3 with overlap: this GEMM is outside the turns, so every warpgroup waits for K)
+            self._wait(p.pipe_k, kv_state, p.wg_idx, False)
+            if const_expr(not self.intra_wg_overlap):
+                self._sched_sync(p.wg_idx)
+            _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, 0)
         p.pipe_k.consumer_release(kv_state)
         self._release_q_after_last_qk(n_block, p.pipe_q, q_state)
         self._mask(p.S_rc, p.tScS, m_block, n_block, seqlen_k, True)
         self._softmax(p.S_rc, p.row_max, p.row_sum, p.row_scale, p.scale_log2, True)
         _to_bf16(_acc_as_operand_a(p.acc_S), p.tOrP)
         if const_expr(not self.intra_wg_overlap):
-            p.pipe_v.consumer_wait(kv_state)
-            _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], True, 0)
-            self._sched_arrive(p.wg_idx)
-            p.pipe_v.consumer_release(kv_state)
+            self._pv_no_overlap(p, kv_state, True)
             kv_state.advance()
 
         # ---- remaining tiles: diagonal ones masked, the rest not ----------------------
@@ -876,10 +894,13 @@ class Sm90FlashAttentionForward:
             kv_state = self._step(
                 p, n_block_max - 2 - n_masked - i, False, kv_state, q_state, m_block, seqlen_k)
         q_state.advance()
+        if const_expr(self.sched_fa3 and not self.intra_wg_overlap):
+            # ... and closes after its last PV GEMM
+            self._sched_arrive(p.wg_idx)
 
         # ---- last PV GEMM (overlap mode keeps one in hand) ------------------------------
         if const_expr(self.intra_wg_overlap):
-            p.pipe_v.consumer_wait(kv_state)
+            self._wait(p.pipe_v, kv_state, p.wg_idx, False)
             _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], False, 0)
             p.pipe_v.consumer_release(kv_state)
             kv_state.advance()
@@ -932,10 +953,10 @@ class Sm90FlashAttentionForward:
         if const_expr(self.intra_wg_overlap):
             v_state = kv_state.clone()
             kv_state.advance()
-            p.pipe_k.consumer_wait(kv_state)
+            self._wait(p.pipe_k, kv_state, p.wg_idx, True)
             self._sched_sync(p.wg_idx)
             _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, -1)
-            p.pipe_v.consumer_wait(v_state)
+            self._wait(p.pipe_v, v_state, p.wg_idx, True)
             _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, v_state.index], False, -1)
             self._sched_arrive(p.wg_idx)
             warpgroup.wait_group(1)
@@ -949,9 +970,15 @@ class Sm90FlashAttentionForward:
             _to_bf16(_acc_as_operand_a(p.acc_S), p.tOrP)
             self._rescale(p.O_rc, p.row_scale)
         else:
-            p.pipe_k.consumer_wait(kv_state)
-            self._sched_sync(p.wg_idx)
-            _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, 0)
+            self._wait(p.pipe_k, kv_state, p.wg_idx, False)
+            if const_expr(self.sched_fa3):
+                # still this warpgroup's turn (opened before the previous PV GEMM): issue, pass it on
+                _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, -1)
+                self._sched_arrive(p.wg_idx)
+                warpgroup.wait_group(0)
+            else:
+                self._sched_sync(p.wg_idx)
+                _wgmma(p.tiled_mma_qk, p.acc_S, p.tSrQ0, p.tSrK[None, None, None, kv_state.index], True, 0)
             p.pipe_k.consumer_release(kv_state)
             self._release_q_after_last_qk(n_block, p.pipe_q, q_state)
             if const_expr(masked):
@@ -959,12 +986,21 @@ class Sm90FlashAttentionForward:
             self._softmax(p.S_rc, p.row_max, p.row_sum, p.row_scale, p.scale_log2, False)
             _to_bf16(_acc_as_operand_a(p.acc_S), p.tOrP)
             self._rescale(p.O_rc, p.row_scale)
-            p.pipe_v.consumer_wait(kv_state)
-            _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], False, 0)
-            self._sched_arrive(p.wg_idx)
-            p.pipe_v.consumer_release(kv_state)
+            self._pv_no_overlap(p, kv_state, False)
             kv_state.advance()
         return kv_state
+
+    @cute.jit
+    def _pv_no_overlap(self, p: _MmaParams, kv_state, zero_init: cutlass.Constexpr[bool]):
+        """O (+)= P V without intra-warpgroup overlap: ours ends the turn after this GEMM, FA3's
+        opens one before it (and the next QK^T GEMM closes it)."""
+        self._wait(p.pipe_v, kv_state, p.wg_idx, False)
+        if const_expr(self.sched_fa3):
+            self._sched_sync(p.wg_idx)
+        _wgmma(p.tiled_mma_pv, p.acc_O, p.tOrP, p.tOrVt[None, None, None, kv_state.index], zero_init, 0)
+        if const_expr(not self.sched_fa3):
+            self._sched_arrive(p.wg_idx)
+        p.pipe_v.consumer_release(kv_state)
 
     @cute.jit
     def _release_q_after_last_qk(self, n_block, pipe_q, q_state):
@@ -1014,6 +1050,23 @@ class Sm90FlashAttentionForward:
     def _rescale(self, O_rc, row_scale):
         for r in cutlass.range_constexpr(cute.size(O_rc, mode=[0])):
             O_rc[r, None].store(O_rc[r, None].load() * row_scale[r])
+
+    @cute.jit
+    def _wait(self, pipe, state, wg_idx, in_turn: cutlass.Constexpr[bool]):
+        """A consumer's wait for a K or V stage. `_sched_fa3` (FlashAttention-3's pingpong,
+        `hopper/mainloop_fwd_sm90_tma_gmma_ws.hpp`, Shah, Bikshandi, Zhang, Thakkar, Ramani, Dao;
+        BSD-3-Clause; this is our own code following its design): one mbarrier try_wait first and
+        the blocking wait only if that failed (its consumer_try_wait token), and for a GEMM issued
+        inside a turn (`in_turn`) only the first consumer warpgroup waits: the others take their
+        turn for the same stage after it, through the turn barrier, so the stage has landed."""
+        if const_expr(self.sched_fa3):
+            if const_expr(in_turn):
+                if wg_idx == 0:
+                    pipe.consumer_wait(state, pipe.consumer_try_wait(state))
+            else:
+                pipe.consumer_wait(state, pipe.consumer_try_wait(state))
+        else:
+            pipe.consumer_wait(state)
 
     @cute.jit
     def _sched_sync(self, wg_idx):
