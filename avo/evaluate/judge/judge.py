@@ -131,6 +131,7 @@ class Side:
         self.wall: list[float] = []
         self.post: list[float] = []
         self.host: list[list[float]] = []
+        self.load: list[float] = []  # ms the judge spent writing each sample's inputs, inside its clock
         self.calls = 1  # calls per timed sample (the shape's block); reported/wall/post are per sample
         self.busy = 0  # calls after which the GPU was still busy with this side's work
         self.late = 0  # timed calls that were not queued behind the release flag in time
@@ -164,6 +165,7 @@ class Judge:
         self.maps_before: set[str] = set()
         self.armed = False  # GPU calls are released by the judge's flag (set in stage_import)
         self.pending_row: Optional[dict[str, Any]] = None
+        self.last_load_ms = 0.0  # the judge's own time writing a released sample's inputs (ms)
         self.flush = L2Flush(self.device, self.s["l2_flush"])
         self._probe_buf = torch.zeros(1 << 20, device="cuda") if self.device == "cuda" else None
         self.idle_probe: Optional[float] = None  # ms, measured before any worker exists
@@ -324,6 +326,8 @@ class Judge:
                 self.load(sl, *inp)
             self.flush.flush()
             self.sync()
+            # Inside the clock, for everybody alike; what it took bounds the overhead's ceiling.
+            self.last_load_ms = (time.perf_counter() - t1) * 1e3
             if w.pending_lines() >= (1 if first is not None else 2):
                 # A result already there before the release: an honest worker is still waiting.
                 w.arena.release(token)
@@ -846,7 +850,7 @@ class Judge:
             if self.device == "cuda":
                 a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 a.record()
-                dst.copy_(src)
+                torch.mul(src, 1, out=dst)  # as the worker delivers an output (worker/__main__.py)
                 b.record()
                 b.synchronize()
                 times.append(a.elapsed_time(b))
@@ -862,6 +866,7 @@ class Judge:
         block = len(slots) > 1
         where = describe(shape)
         msg = self.call_msg(slots[0], shape, block=slots if block else None)
+        self.last_load_ms = 0.0
         try:
             with self.clocked("bench_calls"):
                 data, wall, late = self.call(side.worker, slots if block else slots[0], inputs if block else inputs[0],
@@ -893,6 +898,7 @@ class Judge:
             return
         side.reported.append(ms)
         side.wall.append(wall)
+        side.load.append(self.last_load_ms)
         host = data.get("host_ms")
         if isinstance(host, list) and len(host) == 2 and all(isinstance(x, (int, float)) for x in host):
             side.host.append([float(x) for x in host])
@@ -917,7 +923,10 @@ class Judge:
         if not gaps:
             raise StageFailure(CRASH, "the judge's null worker timed no call")
         o_med, o_hi = statistics.median(gaps), percentile(gaps, 0.9)
-        cap = OVERHEAD_CEILING[self.device] + (BLOCK_COPY_ALLOWANCE * null.calls * copy_ms if null.calls > 1 else 0.0)
+        # Beside the reply path: what the judge itself spent writing the inputs inside its clock
+        # (its own measure), and the outputs' copies into their slots.
+        load = statistics.median(null.load) if null.load else 0.0
+        cap = OVERHEAD_CEILING[self.device] + load + BLOCK_COPY_ALLOWANCE * null.calls * copy_ms
         if o_hi > cap:
             # A slowed null worker (a same-uid process can renice it without bubblewrap) must not
             # widen what a kernel may under-report.
@@ -968,7 +977,8 @@ class Judge:
         # Per call (a block's overhead shared by its calls), as the row's times are; per_block as
         # the judge's clock saw it, and what the clock check and the clamp work with.
         row["overhead_ms"] = {"median": o_med / n, "high": o_hi / n, "calls_per_block": n,
-                              "per_block": {"median": o_med, "high": o_hi, "copy": copy_ms},
+                              "per_block": {"median": o_med, "high": o_hi, "copy": copy_ms,
+                                            "load": statistics.median(null.load) if null.load else None},
                               "post_idle": idle_post,
                               "post": {s.name: statistics.median(s.post) for s in sides if s.post},
                               "host": {s.name: [statistics.median(h[0] for h in s.host),
