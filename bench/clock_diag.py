@@ -50,7 +50,7 @@ def main() -> int:
                 print(f"factor {f}: {r.status} per call: reported {s['reported_ms']:.4f} time {s['time_ms']:.4f} "
                       f"wall {s['wall_ms']:.4f}; block of {n}: reported {s['reported_ms'] * n:.4f} "
                       f"overhead {blk.get('median'):.4f}/{blk.get('high'):.4f} est {est:.4f} "
-                      f"floor {share * est - slack:.4f}; host {o.get('host')}", flush=True)
+                      f"floor {share * est - slack:.4f}; end {o.get('end')}", flush=True)
             if r.status != "ok":
                 print(f"  message: {r.message[:400]}", flush=True)
             Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")

@@ -148,6 +148,30 @@ def test_r_a_clock_shave_cannot_buy_an_acceptance(tmp_path):
     assert not v.accepted, (r.incumbent_ratio, r.incumbent_ratio_spread, [s.overhead_ms for s in r.shapes])
 
 
+# A quarter of a block's work left running behind an early "done" and reply: before the judge
+# drained the GPU inside its clock, the input check's 1.5x allowance let it through (`ok`, ~1.3x
+# over its own honest twin). A sixteenth is under the clock check's floor: then the time must
+# still be the truth, less no more than the clock's slack.
+@pytest.mark.parametrize("tail", [0.25, 0.0625])
+def test_r_work_left_running_after_the_reply_is_inside_the_clock(tmp_path, tail):
+    from avo.config import SearchConfig
+    from avo.search.acceptance import confirm
+
+    k = kernel(tmp_path, "r_gpu_split_tail")
+    k.write_text(k.read_text().replace("@@TAIL@@", str(tail)))
+    r = evaluate(k, TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
+    if r.status != "ok":
+        assert r.status == "incorrect", r.message
+        assert re.search(r"clock|tampered", r.message), r.message
+        return
+    row = r.shapes[0]
+    n = row.overhead_ms["calls_per_block"]
+    # The same work as its incumbent, in more launches: no faster than it beyond the slack.
+    slack = (GAP_SLACK["cuda"] + 0.03) / (n * row.time_ms)
+    assert row.incumbent_ratio <= 1.01 + slack, (row.incumbent_ratio, row.reported_ms, row.time_ms, row.overhead_ms)
+    assert not confirm(r, SearchConfig().min_gain).accepted, (r.incumbent_ratio, row.overhead_ms)
+
+
 def test_s_skipping_the_work_inside_a_timing_block_is_caught(tmp_path):
     r = evaluate(kernel(tmp_path, "s_block_skip"), TIMED, device="cuda", settings=LIBRARY_OK)
     assert r.status == "incorrect", (r.message, [s.overhead_ms for s in r.shapes])

@@ -11,6 +11,12 @@ the judge writes the call's token there, which it does only after the inputs are
 judge's clock then starts at the release, and no host-side launch time is in it for anybody.
 Writing the token early (the page is the worker's to scribble on too) only runs the kernel on the
 previous call's inputs, which the check of every timed output catches.
+
+The page's second word is the worker's "done": its stream writes the call's token there after the
+call's last output is delivered (cuStreamWriteValue32), and the judge, spinning on it, ends its
+clock within microseconds of the GPU getting there, instead of at a reply whose path through
+the host jitters by ~0.1 ms. A worker can write it early too; what its GPU still has to do is then
+waited for by the judge (judge.py, `drain`) inside the clock.
 """
 
 from __future__ import annotations
@@ -81,6 +87,10 @@ class Arena:
         """Let the worker's armed call run (see the module docstring)."""
         self.token = token & 0xFFFFFFFF
         struct.pack_into("<I", self._flag, 0, self.token)
+
+    def done(self) -> int:
+        """What the worker's "done" word holds (the token of the call it says it finished)."""
+        return struct.unpack_from("<I", self._flag, 4)[0]
 
     def place(self, shape, dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, Any]]:
         """A fresh slot: (the judge's view of it, its description for the worker)."""

@@ -9,14 +9,19 @@ One timed call of a kernel on a GPU, from the judge's side:
   NaN into the worker's output slot -> request "call" with a fresh token: the worker queues its
   work behind the release flag (judge/arena.py) and says "armed" -> only now write fresh inputs
   into its slots, flush L2, synchronise, write the token (the judge's clock starts) -> the worker
-  runs, times itself with events, copies the output into the slot, replies -> pause the worker's
+  runs, times itself with events, copies the output into the slot, its stream writes the token
+  into the "done" word -> the judge, spinning on that word, stops the worker's processes and
+  queues tiny kernels of its own until one runs with nothing ahead of it (its clock ends there:
+  whatever the worker's GPU still had to do, after a "done" or a reply it sent early, is inside
+  it) -> the worker replies with its events' times -> pause the worker's
   processes (SIGSTOP), check that q/k/v are byte-identical to the private copies and time that
   work on the judge's own stream (slowed only if the GPU is still busy with the worker's work:
   a kernel that returns before it finishes), then verify the output on rows drawn now.
 On a GPU a timed sample is a block of calls, not one: B calls, each on an input set and into an
 output slot of its own, all queued behind the one release, their outputs all verified afterwards.
-The judge's clock resolves what crosses two processes only to ~0.1 ms (the reply path's jitter
-and the asymmetry between processes, H200: bench/results/h200_2026-12-02d_SUMMARY.md); over a
+Ended at the reply, the judge's clock resolved what crosses two processes only to ~0.1 ms (the
+reply path's jitter and the asymmetry between processes, H200: bench/results/h200_2026-12-02d_SUMMARY.md);
+the "done" word takes the reply path out of it, and over a
 block of >= evaluator.timing_block_ms of work that error is shared by B calls, so a report the
 clock contradicts by a few percent of the block is seen, and what a lie below that can gain is
 bounded by GAP_SLACK per block. B comes from the trusted null worker's time on the shape (a
@@ -34,6 +39,7 @@ from __future__ import annotations
 import math
 import random
 import secrets
+import select
 import statistics
 import time
 from contextlib import contextmanager
@@ -79,6 +85,12 @@ BUSY_CALLS = 0.1
 # A GPU call not queued behind the release flag within this many seconds is released anyway (a
 # JIT compile, or a kernel that waits for the GPU inside attention()); in a timed call it counts.
 ARM_WAIT_S = 2.0
+# The judge spins on a released call's "done" word this long, then looks every ~0.1 ms.
+DONE_SPIN_S = 0.05
+# A drain probe (judge.drain) slower than 3x its idle latency plus this (ms) waited for someone
+# else's work, and is followed by another; after DRAIN_LIMIT_S the GPU is taken as it is.
+DRAIN_SLACK_MS = 0.02
+DRAIN_LIMIT_S = 1.0
 # The most protocol overhead (ms) a timed sample is allowed, whatever the null worker measured,
 # beside its calls' output copies (timed by the judge itself, BLOCK_COPY_ALLOWANCE times).
 OVERHEAD_CEILING = {"cuda": 1.0, "cpu": 10.0}
@@ -132,6 +144,8 @@ class Side:
         self.post: list[float] = []
         self.host: list[list[float]] = []
         self.load: list[float] = []  # ms the judge spent writing each sample's inputs, inside its clock
+        self.tail: list[float] = []  # ms from a sample's end (its "done" word, or reply) to a drained GPU
+        self.done: list[bool] = []  # whether that end was the "done" word
         self.calls = 1  # calls per timed sample (the shape's block); reported/wall/post are per sample
         self.busy = 0  # calls after which the GPU was still busy with this side's work
         self.late = 0  # timed calls that were not queued behind the release flag in time
@@ -168,6 +182,10 @@ class Judge:
         self.last_load_ms = 0.0  # the judge's own time writing a released sample's inputs (ms)
         self.flush = L2Flush(self.device, self.s["l2_flush"])
         self._probe_buf = torch.zeros(1 << 20, device="cuda") if self.device == "cuda" else None
+        self._drain_buf = torch.zeros(1, device="cuda") if self.device == "cuda" else None
+        self._drain_ev = torch.cuda.Event() if self.device == "cuda" else None
+        self.drain_fast: Optional[float] = None  # ms: a drain probe this fast had nothing ahead of it
+        self.last_end: dict[str, Any] = {}  # how the last released call's clock ended
         self.idle_probe: Optional[float] = None  # ms, measured before any worker exists
         self.warmed = False  # the benchmark's first shape has been warmed up
         # The own-code rule's profiled call (GPU): a process where the profiler has run pays more
@@ -341,10 +359,57 @@ class Judge:
                     if first.data.get("error") or first.data.get("problem"):
                         return first.data, first.wall_ms, late
                     raise early
+            # The clock ends when the worker's GPU is done and the judge's GPU is free of its work:
+            # at its "done" word (written by its stream after the last output), or at its reply
+            # when it wrote none; either way only once a kernel of the judge's own has run with
+            # nothing ahead of it, so work a worker left queued behind a "done" or a reply (a call
+            # split in two launches that answers after the first) is inside its time.
+            seen = self.await_done(w, token, deadline)
+            if seen:
+                end = time.perf_counter()
+                w.pause(quick=True)  # nothing more queued from here on
+                idle = self.drain()
+                w.resume()
             done = w.receive("call", nonce, deadline, t1)
-            return done.data, done.wall_ms, late
+            if not seen:
+                end = t1 + done.wall_ms / 1e3
+                idle = self.drain()
+            self.last_end = {"done": seen, "tail_ms": (idle - end) * 1e3}
+            return done.data, (idle - t1) * 1e3, late
         except WorkerGone as exc:
             raise self.gone(exc, w, context)
+
+    def await_done(self, w: WorkerProc, token: int, deadline: float) -> bool:
+        """Spin until the worker's "done" word holds `token` (True) or something is there to read
+        on its channel, or the deadline (False: its reply, or its absence, decides)."""
+        spin_until = time.perf_counter() + DONE_SPIN_S
+        n = 0
+        while True:
+            if w.arena.done() == token:
+                return True
+            n += 1
+            if n % 64 == 0:
+                if w.readable() or time.monotonic() >= deadline:
+                    return False
+                if time.perf_counter() >= spin_until:
+                    # A long call: nothing of a percent is lost by looking less often.
+                    select.select([], [], [], 0.0001)
+
+    def drain(self) -> float:
+        """perf_counter() once a tiny kernel of the judge's own, queued now, has run with no other
+        process's work ahead of it. Without MPS contexts take turns: a probe queued while another
+        context's work runs completes only after that work, or after the time slice ends, and then
+        it is slow and the judge queues another, until one is fast (or DRAIN_LIMIT_S)."""
+        stop = time.perf_counter() + DRAIN_LIMIT_S
+        fast = self.drain_fast if self.drain_fast is not None else 0.05
+        while True:
+            t0 = time.perf_counter()
+            self._drain_buf.add_(1.0)
+            self._drain_ev.record()
+            self._drain_ev.synchronize()
+            t = time.perf_counter()
+            if (t - t0) * 1e3 <= fast or t >= stop:
+                return t
 
     def untouched(self, slot: Slots, q, k, v) -> Optional[str]:
         for name, mine, theirs in (("q", q, slot.q), ("k", k, slot.k), ("v", v, slot.v)):
@@ -465,6 +530,14 @@ class Judge:
         if self.device == "cuda":
             self.probe()
             self.idle_probe = statistics.median(self.probe() for _ in range(9))
+            self.drain_fast = None
+            lat = []
+            for _ in range(21):
+                t0 = time.perf_counter()
+                lat.append((self.drain() - t0) * 1e3)
+            # A probe that waited for a time slice takes ~ms; one that paid a switch between
+            # contexts some tens of microseconds.
+            self.drain_fast = 3 * statistics.median(lat) + DRAIN_SLACK_MS
         source = Path(self.job["kernel"]).read_bytes()
         if self.device == "cuda" and self.s.get("own_code_only", True):
             why = owncode.static_violation(source.decode(errors="replace"))
@@ -871,6 +944,7 @@ class Judge:
         where = describe(shape)
         msg = self.call_msg(slots[0], shape, block=slots if block else None)
         self.last_load_ms = 0.0
+        self.last_end = {}
         try:
             with self.clocked("bench_calls"):
                 data, wall, late = self.call(side.worker, slots if block else slots[0], inputs if block else inputs[0],
@@ -903,6 +977,9 @@ class Judge:
         side.reported.append(ms)
         side.wall.append(wall)
         side.load.append(self.last_load_ms)
+        if self.last_end:
+            side.tail.append(float(self.last_end["tail_ms"]))
+            side.done.append(bool(self.last_end["done"]))
         host = data.get("host_ms")
         if isinstance(host, list) and len(host) == 2 and all(isinstance(x, (int, float)) for x in host):
             side.host.append([float(x) for x in host])
@@ -986,6 +1063,10 @@ class Judge:
                               "post_idle": idle_post,
                               "post": {s.name: statistics.median(s.post) for s in sides if s.post},
                               "load": {s.name: statistics.median(s.load) for s in sides if s.load},
+                              # How each side's clock ended: the share of samples ended by the
+                              # "done" word, and the median wait from that end to a drained GPU.
+                              "end": {s.name: {"done": sum(s.done) / len(s.done), "tail": statistics.median(s.tail)}
+                                      for s in sides + [null] if s.tail},
                               "host": {s.name: [statistics.median(h[0] for h in s.host),
                                                 statistics.median(h[1] for h in s.host)] for s in sides if s.host}}
         self.pending_row = row  # kept in the result even when a check below fails

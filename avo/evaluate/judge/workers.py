@@ -145,6 +145,10 @@ class WorkerProc:
                 raise WorkerGone("protocol", f"{self.role} wrote more than {MAX_REPLY_BYTES} bytes without a reply")
         return self._buf.count(b"\n")
 
+    def readable(self) -> bool:
+        """Something (a message, or the end of the channel) is there to read, without reading it."""
+        return bool(self._buf) or bool(select.select([self._rep_r], [], [], 0)[0])
+
     def ready(self, deadline: float) -> dict[str, Any]:
         return self._parse(self._read_line(deadline), "ready", None)
 
@@ -183,8 +187,8 @@ class WorkerProc:
         return self.receive(msg["op"], nonce, deadline, t0)
 
     # -- life ------------------------------------------------------------------------------------
-    def pause(self) -> None:
-        self.proc.pause()
+    def pause(self, quick: bool = False) -> None:
+        self.proc.pause(quick)
         self.paused = True
         if self.proc.violation is not None:  # the sandbox broke a limit and was killed for it
             raise WorkerGone("crash", f"{self.role}: {self.proc.violation}")

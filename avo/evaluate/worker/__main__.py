@@ -172,12 +172,14 @@ class Worker:
                 problem = problem or why
         h1 = time.perf_counter()
         if armed is not None:
+            if self.device == "cuda":
+                self.flag.signal(torch.cuda.current_stream().cuda_stream, int(msg["arm"]))
             finished = torch.cuda.Event() if self.device == "cuda" else None
             if finished is not None:
                 finished.record()
             armed()
-            # Spin rather than block: the judge's clock ends at the reply, and every worker's reply
-            # path (the null worker's too) is this one, as short as we can make it.
+            # Spin rather than block: where the "done" word cannot end the judge's clock, the reply
+            # does, and every worker's reply path (the null worker's too) is this one.
             while finished is not None and not finished.query():
                 pass
         self.sync()

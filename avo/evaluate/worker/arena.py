@@ -76,6 +76,13 @@ class ReleaseFlag:
         if err != 0:
             raise RuntimeError(f"{what} failed (CUresult {err})")
 
+    def signal(self, stream_handle: int, token: int) -> None:
+        """Queue on the stream: write `token` into the flag page's "done" word once everything
+        queued before it has run (the judge's clock ends there)."""
+        self._ok(self._cu.cuStreamWriteValue32_v2(ctypes.c_void_p(stream_handle), ctypes.c_uint64(self.dptr + 4),
+                                                  ctypes.c_uint32(token & 0xFFFFFFFF), ctypes.c_uint(0)),
+                 "cuStreamWriteValue32")
+
     def wait(self, stream_handle: int, token: int) -> None:
         """Queue on the stream: wait until the flag holds `token`."""
         self._ok(self._cu.cuStreamWaitValue32_v2(ctypes.c_void_p(stream_handle), ctypes.c_uint64(self.dptr),
