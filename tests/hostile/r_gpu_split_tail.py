@@ -1,27 +1,25 @@
 """Hostile kernel, attack r (GPU, measurement): answer while part of the block's work still runs.
 
 Every call does honest attention, in two launches: the first @@TAIL@@ share of the heads is left
-for later, the rest is launched at once. The deferred parts of a whole timing block are launched
-only when the worker signals the end of the block, behind that signal: the "done" word is written
-from the GPU the moment the first parts are finished, and every way the worker waits for its GPU
-(synchronize, the final event's query) returns at that point too, so the reply goes out early.
-Its events report the first parts only. The outputs' copies into the judge's slots (the worker's
-`_deliver`) are deferred too, behind the deferred parts. The deferred work then runs while the
-judge starts its own checks, and is finished long before they read the outputs.
+for later, the rest is launched at once; the output's copy into the judge's slot (the worker's
+`_deliver`) waits with it. The deferred work of a whole timing block is launched only once the
+worker has queued everything it queues after the block (its "done" word, its final event) and
+starts waiting for that event: so the "done" word and the final event both come when the first
+parts are done, and the worker's synchronize waits for no more than that either. Its events
+report the first parts only. The deferred work runs while the judge starts its own checks, and
+is finished long before they read the outputs.
 
-A judge whose clock ended at the "done" word or at the reply saw a block (1 - @@TAIL@@) as long
-as it was, and its check of what ran after (the input check taking up to 1.5x its idle time)
-let a quarter of the block through: `ok` at ~1.3x its honest twin.
+A judge whose clock ended at the "done" word or at the reply saw the block (1 - @@TAIL@@) as long
+as it was, and its check of what ran after (the input check, allowed 1.5x its idle time) let a
+quarter of a block through: `ok` at ~1.3x over its honest twin.
 
 Verdict: `incorrect` naming the clock, or a time no better than the truth less the clock's slack
-(the judge waits, inside its clock, until its own kernel runs with nothing of the worker's ahead).
+(the judge's clock ends only once its own kernel runs with nothing of the worker's ahead of it).
 """
 import sys
 
 import torch
 import torch.nn.functional as F
-
-from avo.evaluate.worker import arena as _arena
 
 _worker = sys.modules["__main__"]  # the worker's own module (python -m avo.evaluate.worker)
 
@@ -29,7 +27,7 @@ TAIL = @@TAIL@@
 _real_elapsed = torch.cuda.Event.elapsed_time
 _real_query = torch.cuda.Event.query
 _real_sync = torch.cuda.synchronize
-_real_signal = _arena.ReleaseFlag.signal
+_real_deliver = getattr(_worker, "_deliver", None)
 _state = {"deferred": [], "firsts": [], "fence": None}
 
 
@@ -59,38 +57,31 @@ def attention(q, k, v, causal=False, softmax_scale=None):
 
 
 def _run_deferred():
-    for job in _state["deferred"]:
+    jobs, _state["deferred"] = _state["deferred"], []
+    for job in jobs:
         job()
-    _state["deferred"].clear()
-
-
-_real_deliver = getattr(_worker, "_deliver", None)
 
 
 def _deliver(res, out):
     _state["deferred"].append(lambda: _real_deliver(res, out))
 
 
-def _signal(self, stream_handle, token):
-    # "Done" as soon as the first parts are; only then the deferred parts, behind it.
-    _real_signal(self, stream_handle, token)
-    fence = torch.cuda.Event()
-    fence.record()
-    _state["fence"] = fence
-    _run_deferred()
-
-
 def _query(self):
+    if _state["deferred"]:
+        # The worker waits for its final event: everything it signals is queued. Now the rest.
+        fence = torch.cuda.Event()
+        fence.record()
+        _state["fence"] = fence
+        _run_deferred()
     fence = _state["fence"]
     return _real_query(fence) if fence is not None else _real_query(self)
 
 
 def _sync(*a, **k):
-    if _state["deferred"]:  # a call without the release flag (a warm-up): do it all now
-        _state["fence"] = None
+    fence, _state["fence"] = _state["fence"], None
+    if _state["deferred"]:  # no final event waited for (a call not released by the judge): honest
         _run_deferred()
         return _real_sync(*a, **k)
-    fence = _state["fence"]
     if fence is not None:
         fence.synchronize()
         return None
@@ -104,7 +95,6 @@ def _elapsed(self, end):
     return _real_elapsed(self, end)
 
 
-_arena.ReleaseFlag.signal = _signal
 if _real_deliver is not None:
     _worker._deliver = _deliver
 torch.cuda.Event.query = _query
