@@ -586,15 +586,12 @@ class Worker:
             return [p for p in self.processes() if p not in self._infra]
         return [p for p in self._quick() if p not in self._infra]
 
-    def pause(self, quick: bool = False) -> None:
+    def pause(self) -> None:
         """SIGSTOP every process but `_infra` (they only wait); returns once all are stopped (or ~5 s).
         Then the count is exact (a stopped process cannot fork): over Limits.max_processes, the whole
-        sandbox is killed and `violation` says why. `quick`: inside the judge's clock, where every
-        worker pays it alike: the process tree by its links only, spinning (not sleeping) while
-        the stops land, no count (the full pause that follows makes it)."""
+        sandbox is killed and `violation` says why."""
         deadline = time.monotonic() + _KILL_WAIT_S
-        spin_until = time.monotonic() + (0.005 if quick else 0.0)
-        pids = [p for p in self._quick() if p not in self._infra] if quick else self._to_stop()
+        pids = self._to_stop()
         while time.monotonic() < deadline:
             _signal(pids, signal.SIGSTOP)
             if all(_state(p) in "TtZX" for p in pids):
@@ -604,10 +601,7 @@ class Worker:
                     break
                 pids += new
                 continue
-            if time.monotonic() >= spin_until:
-                time.sleep(0.0002)
-        if quick:
-            return
+            time.sleep(0.0002)
         if self.violation is None and self.over_process_limit(pids):
             self.violation = f"the kernel started more than {self._limits.max_processes} processes (threads count too)"
             self.kill()

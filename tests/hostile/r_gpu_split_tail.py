@@ -38,21 +38,26 @@ def _sdpa(q, k, v, causal, scale):
 
 
 def _part(q, k, v, out, lo, hi, causal, scale):
+    """Query heads [lo, hi) (whole kv groups), or batch entries [lo, hi) where heads are one group."""
     g = q.shape[2] // k.shape[2]
-    out[:, :, lo:hi] = _sdpa(q[:, :, lo:hi], k[:, :, lo // g:hi // g], v[:, :, lo // g:hi // g], causal, scale)
+    if k.shape[2] > 1:
+        out[:, :, lo:hi] = _sdpa(q[:, :, lo:hi], k[:, :, lo // g:hi // g], v[:, :, lo // g:hi // g], causal, scale)
+    else:
+        out[lo:hi] = _sdpa(q[lo:hi], k[lo:hi], v[lo:hi], causal, scale)
 
 
 def attention(q, k, v, causal=False, softmax_scale=None):
-    h = q.shape[2]
-    g = h // k.shape[2]
-    cut = max(g, int(round(h * TAIL)) // g * g)  # heads [0, cut) are deferred
     out = torch.empty_like(q)
+    g = q.shape[2] // k.shape[2]
+    units, step = (q.shape[2], g) if k.shape[2] > 1 else (q.shape[0], 1)
+    cut = min(units - step, max(step, int(round(units * TAIL)) // step * step))  # [0, cut) deferred
     a, m = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     a.record()
-    _part(q, k, v, out, cut, h, causal, softmax_scale)
+    _part(q, k, v, out, cut, units, causal, softmax_scale)
     m.record()
     _state["firsts"].append((a, m))
-    _state["deferred"].append(lambda: _part(q, k, v, out, 0, cut, causal, softmax_scale))
+    if cut > 0:
+        _state["deferred"].append(lambda: _part(q, k, v, out, 0, cut, causal, softmax_scale))
     return out
 
 

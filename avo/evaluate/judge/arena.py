@@ -16,7 +16,7 @@ The page's second word is the worker's "done": its stream writes the call's toke
 call's last output is delivered (cuStreamWriteValue32), and the judge, spinning on it, ends its
 clock within microseconds of the GPU getting there, instead of at a reply whose path through
 the host jitters by ~0.1 ms. A worker can write it early too; what its GPU still has to do is then
-waited for by the judge (judge.py, `drain`) inside the clock.
+waited for by the judge inside the clock (judge.py, `settle`).
 """
 
 from __future__ import annotations

@@ -10,13 +10,15 @@ One timed call of a kernel on a GPU, from the judge's side:
   work behind the release flag (judge/arena.py) and says "armed" -> only now write fresh inputs
   into its slots, flush L2, synchronise, write the token (the judge's clock starts) -> the worker
   runs, times itself with events, copies the output into the slot, its stream writes the token
-  into the "done" word -> the judge, spinning on that word, stops the worker's processes and
-  queues tiny kernels of its own until one runs with nothing ahead of it (its clock ends there:
-  whatever the worker's GPU still had to do, after a "done" or a reply it sent early, is inside
-  it) -> the worker replies with its events' times -> pause the worker's
+  into the "done" word -> the judge, spinning on that word, queues tiny kernels of its own until
+  one runs with nothing ahead of it, then copies the outputs into its own memory with a copy
+  that ran alone (its clock ends there: whatever the worker's GPU still had to do, after a "done"
+  or a reply it sent early, is inside it, and what it does later is not in the copy that is
+  verified) -> the worker replies with its events' times -> pause the worker's
   processes (SIGSTOP), check that q/k/v are byte-identical to the private copies and time that
   work on the judge's own stream (slowed only if the GPU is still busy with the worker's work:
-  a kernel that returns before it finishes), then verify the output on rows drawn now.
+  a kernel that returns before it finishes), then verify the judge's copy of the output on rows
+  drawn now. All of this assumes contexts take turns on the GPU (no MPS).
 On a GPU a timed sample is a block of calls, not one: B calls, each on an input set and into an
 output slot of its own, all queued behind the one release, their outputs all verified afterwards.
 Ended at the reply, the judge's clock resolved what crosses two processes only to ~0.1 ms (the
@@ -88,8 +90,10 @@ ARM_WAIT_S = 2.0
 # The judge spins on a released call's "done" word this long, then looks every ~0.1 ms.
 DONE_SPIN_S = 0.05
 # A drain probe (judge.drain) slower than 3x its idle latency plus this (ms) waited for someone
-# else's work, and is followed by another; after DRAIN_LIMIT_S the GPU is taken as it is.
+# else's work, and is followed by another; so is an output snapshot slower than COPY_SLOWER x
+# its idle time plus this. After DRAIN_LIMIT_S the GPU is taken as it is.
 DRAIN_SLACK_MS = 0.02
+COPY_SLOWER = 1.25
 DRAIN_LIMIT_S = 1.0
 # The most protocol overhead (ms) a timed sample is allowed, whatever the null worker measured,
 # beside its calls' output copies (timed by the judge itself, BLOCK_COPY_ALLOWANCE times).
@@ -186,6 +190,9 @@ class Judge:
         self._drain_ev = torch.cuda.Event() if self.device == "cuda" else None
         self.drain_fast: Optional[float] = None  # ms: a drain probe this fast had nothing ahead of it
         self.last_end: dict[str, Any] = {}  # how the last released call's clock ended
+        self.snapshot: Optional[list[torch.Tensor]] = None  # the last released call's outputs, the judge's copy
+        self._snap_buf: Optional[torch.Tensor] = None
+        self._copy_refs: dict[tuple, float] = {}
         self.idle_probe: Optional[float] = None  # ms, measured before any worker exists
         self.warmed = False  # the benchmark's first shape has been warmed up
         # The own-code rule's profiled call (GPU): a process where the profiler has run pays more
@@ -300,6 +307,7 @@ class Judge:
         (a baseline or the incumbent must not hold up the stage)."""
         deadline = self.deadline if limit_s is None else min(self.deadline, time.monotonic() + limit_s)
         pairs = list(zip(slot, inputs)) if isinstance(slot, list) else [(slot, inputs)]
+        self.snapshot = None
         for sl, _ in pairs:
             sl.out.fill_(float("nan"))
         if not self.armed or msg.get("profile"):
@@ -316,6 +324,7 @@ class Judge:
         while token == w.arena.token:  # the flag still holds the last one: that would release at once
             token = self.rng.getrandbits(31) | 1
         msg = {**msg, "arm": token}
+        self.copy_ref([sl.out for sl, _ in pairs])  # outside the clock: its yardstick, once per size
         early = StageFailure(INCORRECT, f"the {w.role}'s process answered before its call was released "
                                         f"{context}: its reply did not wait for its work")
         try:
@@ -364,16 +373,15 @@ class Judge:
             # when it wrote none; either way only once a kernel of the judge's own has run with
             # nothing ahead of it, so work a worker left queued behind a "done" or a reply (a call
             # split in two launches that answers after the first) is inside its time.
+            outs = [sl.out for sl, _ in pairs]
             seen = self.await_done(w, token, deadline)
             if seen:
                 end = time.perf_counter()
-                w.pause(quick=True)  # nothing more queued from here on
-                idle = self.drain()
-                w.resume()
+                idle = self.settle(outs)
             done = w.receive("call", nonce, deadline, t1)
             if not seen:
                 end = t1 + done.wall_ms / 1e3
-                idle = self.drain()
+                idle = self.settle(outs)
             self.last_end = {"done": seen, "tail_ms": (idle - end) * 1e3}
             return done.data, (idle - t1) * 1e3, late
         except WorkerGone as exc:
@@ -394,6 +402,57 @@ class Judge:
                 if time.perf_counter() >= spin_until:
                     # A long call: nothing of a percent is lost by looking less often.
                     select.select([], [], [], 0.0001)
+
+    def settle(self, outs: list[torch.Tensor]) -> float:
+        """The end of a released call, as perf_counter(): the GPU drained of everybody's work, then
+        the outputs copied into the judge's own memory (`self.snapshot`, what gets verified) by a
+        copy that ran with nothing ahead of it or beside it. Work a worker queues after that
+        cannot change what is verified, so the worker need not be stopped inside the clock."""
+        ref = self.copy_ref(outs)
+        views = self.snapshot_views(outs)
+        stop = time.perf_counter() + DRAIN_LIMIT_S
+        while True:
+            self.drain()
+            t0 = time.perf_counter()
+            for dst, src in zip(views, outs):
+                dst.copy_(src)
+            self._drain_ev.record()
+            self._drain_ev.synchronize()
+            t = time.perf_counter()
+            if (t - t0) * 1e3 <= COPY_SLOWER * ref + DRAIN_SLACK_MS or t >= stop:
+                self.snapshot = views
+                return t
+
+    def snapshot_views(self, outs: list[torch.Tensor]) -> list[torch.Tensor]:
+        need = sum(o.numel() * o.element_size() for o in outs)
+        if self._snap_buf is None or self._snap_buf.numel() < need:
+            self._snap_buf = None
+            self._snap_buf = torch.empty(need, dtype=torch.uint8, device=self.device)
+        views, at = [], 0
+        for o in outs:
+            n = o.numel() * o.element_size()
+            views.append(self._snap_buf[at:at + n].view(o.dtype).view(o.shape))
+            at += n
+        return views
+
+    def copy_ref(self, outs: list[torch.Tensor]) -> float:
+        """What the snapshot of these outputs takes (ms, host-observed) on a GPU with nothing
+        else on it: the fastest of a few, measured the first time a size is seen, outside any
+        clock (called before the release, when only the judge's work can run)."""
+        key = (len(outs), tuple(outs[0].shape), outs[0].dtype)
+        if key not in self._copy_refs:
+            views = self.snapshot_views(outs)
+            lat = []
+            for _ in range(5):
+                self.drain()
+                t0 = time.perf_counter()
+                for dst, src in zip(views, outs):
+                    dst.copy_(src)
+                self._drain_ev.record()
+                self._drain_ev.synchronize()
+                lat.append((time.perf_counter() - t0) * 1e3)
+            self._copy_refs[key] = min(lat)
+        return self._copy_refs[key]
 
     def drain(self) -> float:
         """perf_counter() once a tiny kernel of the judge's own, queued now, has run with no other
@@ -434,7 +493,8 @@ class Judge:
         if reply.get("problem"):
             raise StageFailure(INCORRECT, f"{str(reply['problem'])[:500]} on {where}")
         self.own_code_check(w, reply.get("kernels"))
-        out = slot.out.clone()
+        # A released call's outputs as the judge copied them when its clock ended.
+        out = self.snapshot[0].clone() if self.snapshot else slot.out.clone()
         changed = self.untouched(slot, q, k, v)
         if changed:
             raise StageFailure(INCORRECT, f"attention() modified its input {changed} on {where}: "
@@ -787,6 +847,13 @@ class Judge:
         with self.clocked("bench_warm_up"):
             null_ms = self.warm_up(sides, shape)
         calls = block_calls(self.s, cap, null_ms)
+        if calls > 1 and self.armed and not null.failed:
+            # The null worker warms up one call at a time, the GPU idle between them (H200: 0.27-
+            # 0.29 ms a call where a block's calls took 0.21): one released block of its calls
+            # says what a call takes where it is timed.
+            in_block = self.null_block_ms(null, shape, calls, inputs)
+            if in_block:
+                calls = block_calls(self.s, cap, in_block)
         for side in sides:
             side.calls = calls
         idle_post = self.calibrate_post([inputs] * calls)
@@ -826,6 +893,20 @@ class Judge:
                 f"{describe(shape)} (a kernel left running by the candidate's or the incumbent's process, or "
                 f"another user of this GPU): the timings of this evaluation cannot be trusted"))
         return self.summarize_shape(shape, sides, idle_post, copy_ms)
+
+    def null_block_ms(self, null: Side, shape: Shape, calls: int, inputs) -> Optional[float]:
+        """The null worker's median time per call in one released block of `calls` calls."""
+        slots = null.sets[:calls]
+        try:
+            data, _, _ = self.call(null.worker, slots, [inputs] * len(slots),
+                                   self.call_msg(slots[0], shape, block=slots), f"(sizing blocks on {describe(shape)})",
+                                   limit_s=OTHERS_CALL_LIMIT_S)
+        except StageFailure:
+            return None
+        ms = data.get("ms")
+        if not isinstance(ms, list) or not ms or not all(isinstance(x, (int, float)) for x in ms):
+            return None
+        return statistics.median(ms)
 
     def warm_up(self, sides: list[Side], shape: Shape) -> Optional[float]:
         """Warm every side up on this shape; the null worker's settled time per call (ms)."""
@@ -991,8 +1072,9 @@ class Judge:
                                                                   math.ceil(SAMPLE_ROWS[self.device] / len(slots)))
             try:
                 with self.clocked("bench_output_checks"):
-                    for sl, inp in zip(slots, inputs):
-                        self.verify(sl.out, *inp, shape, None, rows, "(an output timed in the benchmark) ")
+                    outs = self.snapshot or [sl.out for sl in slots]
+                    for o, inp in zip(outs, inputs):
+                        self.verify(o, *inp, shape, None, rows, "(an output timed in the benchmark) ")
             except StageFailure as f:
                 self.side_failed(side, f)
 

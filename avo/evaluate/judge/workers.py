@@ -187,8 +187,8 @@ class WorkerProc:
         return self.receive(msg["op"], nonce, deadline, t0)
 
     # -- life ------------------------------------------------------------------------------------
-    def pause(self, quick: bool = False) -> None:
-        self.proc.pause(quick)
+    def pause(self) -> None:
+        self.proc.pause()
         self.paused = True
         if self.proc.violation is not None:  # the sandbox broke a limit and was killed for it
             raise WorkerGone("crash", f"{self.role}: {self.proc.violation}")
