@@ -1,6 +1,6 @@
 """Hostile kernel, attack r (GPU, measurement): answer while part of the block's work still runs.
 
-Every call does honest attention, in two launches: the first @@TAIL@@ share of the heads is left
+Every call on a large shape does honest attention, in two launches: the first @@TAIL@@ share of the heads is left
 for later, the rest is launched at once; the output's copy into the judge's slot (the worker's
 `_deliver`) waits with it. The deferred work of a whole timing block is launched only once the
 worker has queued everything it queues after the block (its "done" word, its final event) and
@@ -24,6 +24,9 @@ import torch.nn.functional as F
 _worker = sys.modules["__main__"]  # the worker's own module (python -m avo.evaluate.worker)
 
 TAIL = @@TAIL@@
+# Small calls are done honestly: nothing to gain there (the correctness stage's shapes), and
+# work so short can finish before the deferred launches reach the GPU.
+SMALL = 1 << 22
 _real_elapsed = torch.cuda.Event.elapsed_time
 _real_query = torch.cuda.Event.query
 _real_sync = torch.cuda.synchronize
@@ -56,7 +59,7 @@ def attention(q, k, v, causal=False, softmax_scale=None):
     _part(q, k, v, out, cut, units, causal, softmax_scale)
     m.record()
     _state["firsts"].append((a, m))
-    if cut > 0:
+    if cut > 0 and q.numel() >= SMALL:
         _state["deferred"].append(lambda: _part(q, k, v, out, 0, cut, causal, softmax_scale))
     return out
 
