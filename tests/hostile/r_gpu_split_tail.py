@@ -61,6 +61,8 @@ def attention(q, k, v, causal=False, softmax_scale=None):
     _state["firsts"].append((a, m))
     if cut > 0 and q.numel() >= SMALL:
         _state["deferred"].append(lambda: _part(q, k, v, out, 0, cut, causal, softmax_scale))
+    elif cut > 0:
+        _part(q, k, v, out, 0, cut, causal, softmax_scale)
     return out
 
 
