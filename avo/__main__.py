@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
@@ -99,6 +100,7 @@ def _main(cfg: DictConfig) -> None:
         run_search(cfg, run_dir)
     except avo_config.ConfigError as exc:
         restore_hydra(run_dir)  # a refused start leaves the run's record as it was
+        remove_if_untouched(run_dir)  # and a new run dir it refused to start is not left behind
         fail(str(exc))
     except FatalOperatorError as exc:
         fail(f"{exc}; the search stopped (nothing of this iteration was recorded): fix it and run the "
@@ -106,7 +108,20 @@ def _main(cfg: DictConfig) -> None:
     except SearchStuck as exc:
         fail(f"{exc}; its iterations are recorded in {run_dir}", code=3)
     except OmegaConfBaseException as exc:  # e.g. a mandatory value left unset by an override
+        restore_hydra(run_dir)
+        remove_if_untouched(run_dir)
         fail(one_line(exc))
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        restore_hydra(run_dir)
+        fail(_unwritable(exc, run_dir))
+
+
+def _unwritable(exc: OSError, run_dir: str) -> str:
+    where = exc.filename or run_dir
+    return (f"cannot write {where} ({exc.strerror or exc}): the run dir {run_dir} and its lineage/ must be "
+            f"writable by this user; `python -m avo.runs show {run_dir}` reads a run without writing")
 
 
 def main() -> int | None:
@@ -115,6 +130,11 @@ def main() -> int | None:
         from avo.tool import main as tool_main
 
         return tool_main(sys.argv[2:])
+    # `avo runs ...` is `python -m avo.runs ...`: what a run found.
+    if sys.argv[1:2] == ["runs"]:
+        from avo.runs import main as runs_main
+
+        return runs_main(sys.argv[2:])
     with concise_hydra_errors():
         _main()
     return None

@@ -155,17 +155,66 @@ class DamagedArchive(ConfigError):
     """The archive file exists but is not a readable SQLite database (one line, never a traceback)."""
 
 
+class ArchiveUnwritable(ConfigError):
+    """The archive is a database but cannot be written here (a read-only run dir or file)."""
+
+
+def _is_database(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _unwritable(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """For the tools that only read a run (avo.runs, avo.report): nothing is created or changed,
+    an empty file stays empty, and a run dir that cannot be written is still readable."""
+    if not path.is_file():
+        raise DamagedArchive(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise DamagedArchive(f"the run's archive {path} is damaged or new (0 bytes): its search never got to record "
+                             f"anything, or the file was truncated; `python -m avo` on the run dir rebuilds it "
+                             f"where results/ allows")
+    if not _is_database(path):
+        raise DamagedArchive(f"the run's archive {path} is damaged (not an SQLite database): move it aside (the "
+                             f"candidates' files, results/ and lineage/ stay), or restore it from a backup")
+    last: Optional[BaseException] = None
+    # mode=ro reads a live WAL database; where its -shm cannot be made (a read-only dir), immutable.
+    for flags in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(f"file:{path}?{flags}", uri=True, timeout=30.0)
+            db.row_factory = sqlite3.Row
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.DatabaseError as exc:
+            last = exc
+    raise DamagedArchive(f"cannot read the run's archive {path} ({last})")
+
+
 class Archive:
     """The run's SQLite archive (give the run dir). Cheap to open; other processes may read it
     while the search writes. One connection per thread (sqlite3's rule)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
         path = Path(path)
         # A run dir (existing or not) or the database file itself.
         self.path = path if path.suffix in (".sqlite", ".db") else path / FILENAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit mode: every write below opens its own explicit transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        if readonly:
+            self._db = _open_readonly(self.path)
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: every write below opens its own explicit transaction.
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise ArchiveUnwritable(f"cannot open the run's archive {self.path} for writing "
+                                    f"({getattr(exc, 'strerror', None) or exc}): is the run dir writable?") from None
         self._db.row_factory = sqlite3.Row
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -173,6 +222,9 @@ class Archive:
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            if _unwritable(exc) and _is_database(self.path):
+                raise ArchiveUnwritable(f"cannot write the run's archive {self.path} ({exc}): "
+                                        f"is the run dir writable?") from None
             raise DamagedArchive(
                 f"the run's archive {self.path} is damaged ({exc}): move it aside (the candidates' files, "
                 f"results/ and lineage/ stay) and start a new run dir, or restore it from a backup") from None
@@ -314,4 +366,4 @@ def open_run(run_dir: str | Path) -> Archive:
     path = Path(run_dir) / FILENAME
     if not path.is_file():
         raise FileNotFoundError(f"no {FILENAME} in {run_dir}")
-    return Archive(path)
+    return Archive(path, readonly=True)

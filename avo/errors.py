@@ -52,6 +52,14 @@ def concise_hydra_errors() -> Iterator[None]:
         yield
     except (HydraException, OmegaConfBaseException) as exc:
         fail(one_line(exc), code=1)
+    except ValueError as exc:
+        # Hydra's logging setup, before any of our code runs: its file handler in the run dir.
+        if "Unable to configure handler" not in str(exc):
+            raise
+        cause = exc.__cause__ or exc.__context__
+        why = f"{getattr(cause, 'strerror', None) or cause}" if cause else str(exc)
+        where = getattr(cause, "filename", None) or "the run dir"
+        fail(f"cannot write the run's log {where} ({why}): is hydra.run.dir writable by this user?", code=1)
     except Exception as exc:
         if type(exc).__name__ != "FailedJobError" or "submitit" not in type(exc).__module__:
             raise

@@ -46,7 +46,7 @@ def _speedups(sp: Optional[dict]) -> str:
 def _open(run: str) -> Archive:
     if not (Path(run) / FILENAME).is_file():
         fail(f"{run} is not a run dir (no {FILENAME}); `python -m avo.runs list` lists the runs")
-    return Archive(run)
+    return Archive(run, readonly=True)
 
 
 def _version(arch: Archive, which: Optional[str]) -> Version:
@@ -67,9 +67,13 @@ def cmd_list(roots: Sequence[str]) -> int:
         fail(f"no runs under {', '.join(roots or ['outputs'])}")
     print(f"{'run':48s} {'best':>10s}  {'versions':>8s} {'accepted':>13s} {'cost':>8s}  best kernel")
     for run in runs:
-        with Archive(run) as arch:
-            versions, best, totals = arch.versions(), arch.best(), arch.totals()
-            n = arch.count()
+        try:
+            with Archive(run, readonly=True) as arch:
+                versions, best, totals = arch.versions(), arch.best(), arch.totals()
+                n = arch.count()
+        except DamagedArchive as exc:  # one bad run must not hide the others
+            print(f"{str(run)[-48:]:48s} {'-':>10s}  {'-':>8s} {'-':>13s} {'-':>8s}  ({str(exc)[:160]})")
+            continue
         path = str(run / best.path) if best is not None and best.path else "-"
         print(f"{str(run)[-48:]:48s} {_score(best.score if best else None):>10s}  {len(versions):>8d} "
               f"{totals['accepted']:>5d} of {n:<5d} {'$' + format(totals['cost_usd'], '.2f'):>8s}  {path}")
@@ -103,6 +107,9 @@ def cmd_show(run: str, which: Optional[str]) -> int:
     with _open(run) as arch:
         v = _version(arch, which)
         cand = arch.candidate(v.candidate) if v.candidate else None
+        # Its parent is the version its candidate was made from: after a restart of the search
+        # from an older version, not the one before it.
+        parent = arch.version_of(cand.parent) if cand is not None and cand.parent is not None else None
     print(f"v{v.version} (candidate {v.candidate}): score {_score(v.score)} {UNIT}  {_speedups(v.speedups)}")
     if cand is not None and cand.incumbent_ratio is not None:
         print(f"accepted at x{cand.incumbent_ratio:.4f} against its incumbent (paired ratio, "
@@ -119,11 +126,12 @@ def cmd_show(run: str, which: Optional[str]) -> int:
                              for n in names)
             print(f"{str(r.get('label'))[:32]:32s} {r.get('tflops') or 0:>9.4g} {r.get('time_ms') or 0:>9.4g} {cells}")
     if v.version > 0:
+        base = parent.version if parent is not None else v.version - 1
         try:
-            diff = Lineage.of_run(run).diff(v.version - 1, v.version)
+            diff = Lineage.of_run(run).diff(base, v.version)
         except LineageError as exc:
             diff = f"(no diff: {exc})"
-        print(f"\ndiff v{v.version - 1} -> v{v.version}:\n{diff}")
+        print(f"\ndiff v{base} (its parent) -> v{v.version}:\n{diff}")
     return 0
 
 

@@ -82,3 +82,18 @@ def test_a_damaged_archive_is_one_clear_line_for_the_search_and_the_report(tmp_p
         p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
         assert "archive" in p.stderr and "is damaged" in p.stderr.strip().splitlines()[-1]
+
+
+def test_an_empty_archive_beside_a_lineage_with_no_records_is_refused_not_started_over(tmp_path):
+    from avo.archive import DamagedArchive
+    from avo.lineage import Lineage
+    from avo.search.recovery import prepare_archive
+
+    lin = Lineage.of_run(tmp_path)
+    lin.init()
+    assert prepare_archive(tmp_path) is None  # a lineage with no version yet is a new run
+    (tmp_path / "archive.sqlite").unlink()
+    lin.commit("def attention(q, k, v, causal=False):\n    return q\n", "seed: x", {"Candidate": 0})
+    (tmp_path / "archive.sqlite").write_bytes(b"")
+    with pytest.raises(DamagedArchive, match="lineage/ holds versions"):
+        prepare_archive(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -111,6 +112,40 @@ def test_user_mistakes_are_one_clean_line(args, needle):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, res.stderr
     assert lines[0].startswith("avo: error:") and needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("bad", ["evaluator.repeats=0", "search.max_iterations=many", "attention.shapes=[{batch:1}]"])
+def test_a_refused_new_run_says_one_line_and_leaves_no_run_dir(tmp_path, bad):
+    run = tmp_path / "run"
+    res = _run_avo("+experiment=smoke", "logger=none", bad, f"hydra.run.dir={run}")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode != 0 and "Traceback" not in res.stderr and len(lines) == 1, res.stderr
+    assert lines[0].startswith("avo: error:") and bad.split("=")[0].split(".")[-1] in lines[0], lines[0]
+    assert not run.exists(), list(run.rglob("*"))
+
+
+def _bwrap_ro(path):
+    """argv prefix that mounts `path` read-only (as root a chmod stops nothing)."""
+    if not shutil.which("bwrap") or subprocess.run(["bwrap", "--dev-bind", "/", "/", "true"]).returncode != 0:
+        pytest.skip("needs bubblewrap for a read-only mount")
+    return ["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(path), str(path)]
+
+
+def test_a_read_only_run_dir_or_lineage_is_one_line(tmp_path):
+    from avo.lineage import Lineage
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    lin_run = tmp_path / "lin"
+    Lineage.of_run(lin_run).init()  # its lineage exists, and cannot be written
+    for run, mount in ((ro, ro), (lin_run, lin_run / "lineage")):
+        res = subprocess.run([*_bwrap_ro(mount), sys.executable, "-m", "avo", "+experiment=smoke", "logger=none",
+                              f"hydra.run.dir={run}"], capture_output=True, text=True, env=env, timeout=300)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith("avo: error: cannot write"), res.stderr[-2000:]
+        assert "writable" in lines[0]
 
 
 def test_missing_key_names_the_variable_and_suggests_knob(tmp_path):

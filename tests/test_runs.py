@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,50 @@ def test_mistakes_are_one_line():
         p = subprocess.run([sys.executable, "-m", "avo.runs", *args], cwd=ROOT, capture_output=True, text=True,
                            timeout=120)
         assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.startswith("avo: error:")
+
+
+def test_show_diffs_a_version_against_its_parent_not_the_one_before(run, capsys):
+    # A search restarted from the seed: v2 was made from v0, so its diff is v0 -> v2.
+    third = SEED.replace('KNOBS = {"block_m": 16', 'KNOBS = {"block_m": 32', 1)
+    sha2 = Lineage.of_run(run).commit(third, "block_m 32", {"Candidate": 2, "Score": "1.6"})
+    with Archive(run) as arch:
+        arch.record(Candidate(2, 0, "knob", "ok", "accepted", True, source_hash(third), "diff", "block_m 32",
+                              score=1.6, incumbent_ratio=1.1),
+                    Version(2, 2, sha2, source_hash(third), 1.6, rationale="block_m 32"))
+    assert runs.main(["show", str(run), "v2"]) == 0
+    out = capsys.readouterr().out
+    assert "diff v0 (its parent) -> v2" in out
+    assert '-KNOBS = {"block_m": 16' in out and '+KNOBS = {"block_m": 32' in out, out
+
+
+def test_list_goes_on_past_a_damaged_run_and_writes_nothing(run, capsys):
+    broken = run.parent / "r0"
+    broken.mkdir()
+    (broken / "archive.sqlite").write_bytes(b"")  # a search killed before its first write
+    assert runs.main(["list", str(run.parents[1])]) == 0
+    out = capsys.readouterr().out
+    assert "r0" in out and "0 bytes" in out and "candidates/0001/kernel.py" in out
+    assert (broken / "archive.sqlite").stat().st_size == 0  # a reader never writes the schema into it
+    with pytest.raises(SystemExit):
+        runs.main(["show", str(broken)])
+    assert "0 bytes" in capsys.readouterr().err
+
+
+def test_avo_runs_is_the_runs_tool(run):
+    p = subprocess.run([sys.executable, "-m", "avo", "runs", "versions", str(run)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "block_m 64" in p.stdout, p.stderr
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="needs bubblewrap for a read-only mount")
+def test_a_read_only_run_dir_is_read(run):
+    # As root a chmod stops nothing: the run dir is mounted read-only instead.
+    probe = subprocess.run(["bwrap", "--dev-bind", "/", "/", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("bubblewrap cannot run here")
+    for args in (["show", str(run)], ["list", str(run)]):
+        p = subprocess.run(["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(run), str(run),
+                            sys.executable, "-m", "avo.runs", *args], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
+        assert "damaged" not in p.stdout + p.stderr and "1.5" in p.stdout

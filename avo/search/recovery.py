@@ -57,4 +57,22 @@ def prepare_archive(run_dir: str | Path) -> Optional[str]:
         return f"the run's archive was damaged and is moved to {aside.name}; " + _rebuilding(recorded)
     if empty and recorded:
         return "the run's archive is missing or empty but results/ is not; " + _rebuilding(recorded)
+    if empty and _has_versions(run_dir):
+        # Its lineage holds versions, and nothing signed says what they scored: starting over
+        # would put a new seed on top of them, silently.
+        raise DamagedArchive(
+            f"the run's archive {db} is missing or empty but its lineage/ holds versions, and there is no "
+            f"results/ to rebuild it from: restore the archive from a backup, or start a new hydra.run.dir "
+            f"(move lineage/ and candidates/ aside to start this one over)")
     return None
+
+
+def _has_versions(run_dir: Path) -> bool:
+    from avo.lineage import Lineage, LineageError
+
+    if not (run_dir / "lineage").is_dir():
+        return False
+    try:
+        return Lineage.of_run(run_dir).head() is not None
+    except LineageError:
+        return True  # a lineage that cannot be read is not "nothing"
