@@ -51,9 +51,37 @@ def test_every_worker_used_and_no_device_shared(tmp_path):
     assert {c[0] for c in fake.calls} == set(DEVICES)  # every worker used
     assert len(fake.calls) == 16
     _assert_no_overlap(fake.calls)
-    # Four devices really ran side by side: 16 x 50 ms finished well under the serial 800 ms.
-    span = max(c[2] for c in fake.calls) - min(c[1] for c in fake.calls)
-    assert span < 0.6
+
+
+class Gathering(Recorder):
+    """Each of the first len(DEVICES) calls waits until that many calls are in flight at once: a
+    pool that ran fewer side by side breaks the barrier (no clock involved)."""
+
+    def __init__(self):
+        super().__init__(seconds=0.0)
+        self.barrier = threading.Barrier(len(DEVICES), timeout=60)
+        self.started = 0
+        self.gathered: list[str] = []
+
+    def __call__(self, kernel, suite=None, *, env, **kwargs):
+        with self._lock:
+            self.started += 1
+            first = self.started <= len(DEVICES)
+            if first:
+                self.gathered.append(env["CUDA_VISIBLE_DEVICES"])
+        if first:
+            self.barrier.wait()
+        return super().__call__(kernel, suite, env=env, **kwargs)
+
+
+def test_the_devices_run_side_by_side(tmp_path):
+    fake = Gathering()
+    with DevicePool(DEVICES, evaluate=fake, lock_dir=tmp_path, keys=[f"k{d}" for d in DEVICES]) as pool:
+        futures = [pool.submit(f"cand{i}.py", "smoke") for i in range(8)]
+        for f in futures:
+            f.result(timeout=120)
+    assert not fake.barrier.broken and len(fake.calls) == 8
+    assert sorted(fake.gathered) == sorted(DEVICES)  # the calls in flight at once, one per device
 
 
 def test_two_pools_on_one_node_never_share_a_gpu(tmp_path):

@@ -49,4 +49,3 @@ def test_fa3_pingpong_compiles_for_sm90a(causal, overlap):
     knobs = dict(MOD.KNOBS, pingpong_d128="fa3", intra_wg_overlap=overlap)
     compiled, seconds = MOD.compile_kernel(knobs, 128, causal, 1, tvm_ffi=False)
     assert compiled is not None
-    assert seconds < 120
