@@ -1,8 +1,12 @@
-"""Progress on the console with rich: one line per iteration (iteration, verdict, scores, budget)."""
+"""Progress on the console with rich: one line per iteration (iteration, verdict, scores, budget),
+and on a terminal a live line below them: what is in flight (the operator's proposal, or an
+evaluation's stage and shape) for how long, the best so far with its unit and speedups, tokens
+and cost so far, the run's elapsed time. Not a terminal: plain lines only."""
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,26 +36,70 @@ class _Tee:
                 f.write(buf.getvalue())
 
 
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class _LiveLine:
+    """What the live line shows, rendered afresh on every refresh (so its clocks move)."""
+
+    def __init__(self, owner: "ConsoleLogger"):
+        self.owner = owner
+
+    def __rich__(self) -> str:
+        return escape(self.owner.live_text())
+
+
 class ConsoleLogger:
-    def __init__(self, console: Console | None = None, log_file: str | Path | None = None):
+    def __init__(self, console: Console | None = None, log_file: str | Path | None = None,
+                 clock=time.monotonic):
         self.console = _Tee(console or Console(highlight=False), log_file)
-        self._live = None  # a rich status line while an evaluation runs (a terminal only)
+        self._live = None  # the live line (a terminal only)
         self._last: Optional[tuple] = None
+        self._clock = clock
+        self._run_t0 = clock()
+        self._state: dict[str, Any] = {}  # what is in flight, since when
+        self._best: dict[str, Any] = {}  # best so far, its speedups, totals (from the last iteration)
+
+    def live_text(self) -> str:
+        st, now = self._state, self._clock()
+        head = f"iteration {st.get('iteration')}/{st.get('max_iterations')}: "
+        if st.get("kind") == "proposal":
+            head += f"{st.get('stage') or 'operator'} is proposing"
+        else:
+            head += f"evaluating the {st.get('kind')}: {st.get('stage')}" + (f" {st['shape']}" if st.get("shape") else "")
+        parts = [head + f" ({_clock(now - st.get('since', now))})"]
+        b = self._best
+        if b.get("score") is not None:
+            best = f"best {_fmt(b['score'])} {UNIT}"
+            if b.get("speedups"):
+                best += " (" + " ".join(f"{k} x{v:.3f}" for k, v in sorted(b["speedups"].items())) + ")"
+            parts.append(best)
+        if b.get("tokens") or b.get("cost_usd"):
+            parts.append(f"{int(b.get('tokens') or 0):,} tok ${float(b.get('cost_usd') or 0):.2f}")
+        parts.append(f"elapsed {_clock(now - self._run_t0)}")
+        return " · ".join(parts)
 
     def status(self, st: dict[str, Any]) -> None:
-        """The evaluation in flight: a live line on a terminal (stage, shape, seconds); elsewhere
-        one plain line per evaluation."""
-        head = f"iteration {st.get('iteration')}/{st.get('max_iterations')}: {st.get('kind')} {st.get('stage')}"
+        """What is in flight (the operator's proposal, or an evaluation's stage and shape): the
+        live line on a terminal; elsewhere one plain line per evaluation."""
+        key = (st.get("iteration"), st.get("kind"))
+        if key != (self._state.get("iteration"), self._state.get("kind")):
+            self._state = {**st, "since": self._clock()}
+        else:
+            self._state.update({k: v for k, v in st.items() if k != "since"})
         con = self.console.console
         if con.is_terminal:
-            text = escape(head + (f" {st['shape']}" if st.get("shape") else "") + f" ({st.get('elapsed_s', 0):.0f} s)")
             if self._live is None:
-                self._live = con.status(text)
+                from rich.live import Live
+
+                self._live = Live(_LiveLine(self), console=con, refresh_per_second=2, transient=True)
                 self._live.start()
-            else:
-                self._live.update(text)
             return
-        key = (st.get("iteration"), st.get("kind"))
+        if st.get("kind") == "proposal":
+            return  # the iteration's own line follows
         if key != self._last:  # one line per evaluation, not per stage: logs stay readable
             self._last = key
             con.print(f"  iteration {st.get('iteration')}/{st.get('max_iterations')}: evaluating the {st.get('kind')}",
@@ -63,6 +111,7 @@ class ConsoleLogger:
             self._live = None
 
     def start(self, config, info) -> None:
+        self._run_t0 = self._clock()
         verb = "resuming" if info.get("resumed") else "starting"
         self.console.print(
             f"[bold]avo[/bold] {verb} {escape(str(info.get('name', '')))} in {escape(str(info.get('run_dir', '')))}: "
@@ -71,6 +120,9 @@ class ConsoleLogger:
 
     def iteration(self, m: dict[str, Any]) -> None:
         self._end_status()
+        self._best = {"score": m.get("best/score"), "tokens": m.get("total/tokens"), "cost_usd": m.get("total/cost_usd"),
+                      "speedups": {k.split("speedup_vs_", 1)[1]: v for k, v in m.items()
+                                   if k.startswith("best/speedup_vs_") and isinstance(v, (int, float))}}
         verdict = str(m.get("verdict", ""))
         style = _STYLE.get(verdict, "red" if verdict.startswith(("failed", "confirm-failed", "operator")) else "")
         width = len(str(m.get("max_iterations", "")))

@@ -461,6 +461,9 @@ class Engine:
             ctx.archive = archive = Archive(self.run_dir)
         t = self.clock()
         source: Optional[str] = None
+        if not threaded:  # the live line: the proposal is the long part with an LLM agent
+            self.logger.status({"iteration": n, "max_iterations": self.budgets.max_iterations, "kind": "proposal",
+                                "stage": self.operator.name, "shape": None})
         try:
             proposal: Proposal = self.operator.propose(ctx)
             source = proposal.source
