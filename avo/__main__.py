@@ -33,6 +33,25 @@ def check_credentials(cfg: DictConfig) -> None:
         )
 
 
+def check_agent_command(cfg: DictConfig) -> None:
+    """agent=cli runs an external program each iteration: one that is not there would fail every
+    iteration alike; say so before the seed is even evaluated."""
+    if cfg.agent.kind != "cli" or not cfg.agent.command:
+        return
+    import shlex
+
+    try:
+        first = shlex.split(str(cfg.agent.command))[0]
+    except (ValueError, IndexError):
+        raise avo_config.ConfigError(f"agent.command={cfg.agent.command!r} is not a command line") from None
+    if first.startswith("{"):  # a placeholder: {python} is this interpreter
+        return
+    if shutil.which(first) is None and not (os.sep in first and os.access(first, os.X_OK)):
+        raise avo_config.ConfigError(
+            f"agent.command runs {first!r}, which is not on PATH: install it, or set agent.command to your "
+            f"agent's command line (or run without an external agent: agent=knob)")
+
+
 def plan(cfg: DictConfig, run_dir: str) -> str:
     shapes = len(cfg.attention.shapes)
     return "\n".join([
@@ -87,14 +106,16 @@ def _main(cfg: DictConfig) -> None:
         if cfg.dry_run:
             # A plan needs no account: a missing key is said, not fatal, and nothing is left behind.
             print(plan(cfg, run_dir))
-            try:
-                check_credentials(cfg)
-            except avo_config.ConfigError as exc:
-                print(f"note: {exc}")
+            for check in (check_credentials, check_agent_command):
+                try:
+                    check(cfg)
+                except avo_config.ConfigError as exc:
+                    print(f"note: {exc}")
             remove_if_untouched(run_dir)
             restore_hydra(run_dir)  # a plan made in a run's dir is not that run's config
             return
         check_credentials(cfg)
+        check_agent_command(cfg)
         from avo.search.run import run_search  # heavy imports only when a search runs
 
         run_search(cfg, run_dir)

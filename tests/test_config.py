@@ -148,6 +148,17 @@ def test_a_read_only_run_dir_or_lineage_is_one_line(tmp_path):
         assert "writable" in lines[0]
 
 
+def test_an_external_agent_that_is_not_installed_is_named_before_the_search(tmp_path):
+    run = tmp_path / "run"
+    cmd = "agent.command='no-such-agent-xyz -p {prompt_file}'"
+    res = _run_avo("+experiment=smoke", "logger=none", "agent=cli", cmd, f"hydra.run.dir={run}")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "'no-such-agent-xyz', which is not on PATH" in lines[0], res.stderr
+    assert not run.exists()
+    res = _run_avo("+experiment=smoke", "logger=none", "agent=cli", cmd, "dry_run=true", f"hydra.run.dir={run}")
+    assert res.returncode == 0 and "note: agent.command runs 'no-such-agent-xyz'" in res.stdout, res.stdout
+
+
 def test_missing_key_names_the_variable_and_suggests_knob(tmp_path):
     res = _run_avo("+experiment=mha_h100", "search.max_iterations=0", f"hydra.run.dir={tmp_path / 'run'}")
     assert res.returncode != 0 and "Traceback" not in res.stderr
@@ -187,7 +198,8 @@ def test_a_key_on_the_command_line_is_refused_and_removed_from_the_run_dir(tmp_p
 
 def test_a_search_whose_iterations_all_fail_alike_stops_with_the_reason(tmp_path):
     run = tmp_path / "run"
-    res = _run_avo("+experiment=smoke", "agent=cli", "agent.command='no-such-agent-xyz {prompt_file}'",
+    # The program starts (so the preflight passes) and fails alike every time: its own "not found".
+    res = _run_avo("+experiment=smoke", "agent=cli", "agent.command='sh -c \"no-such-agent-xyz {prompt_file}\"'",
                    "search.max_iterations=10", "search.stop_after_same_failures=2", f"hydra.run.dir={run}")
     assert res.returncode == 3, res.stderr
     assert "Traceback" not in res.stderr
