@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -173,7 +174,9 @@ def test_c_a_faked_clock_never_gives_a_fast_time(box):
         assert r.score is None
     else:
         assert r.status == "ok", r.message
-        for s in r.shapes:  # it sleeps 0.2 s per call: that is its true time
+        # It sleeps 0.2 s per call, its true time: a lower bound that load cannot break (a sleep
+        # never ends early), unlike an upper bound.
+        for s in r.shapes:
             assert s.time_ms >= 190.0, s
 
 
@@ -201,23 +204,26 @@ def test_f_rewriting_the_incumbent_does_not_slow_it(box):
     incumbent.write_bytes(REF.read_bytes())
     r = run(box.kernel("f_rewrite_incumbent", where="cand", filename="kernel.py"), incumbent=incumbent)
     assert r.status == "ok" and r.incumbent_status == "ok", r.message
-    assert 0.5 < r.incumbent_ratio < 2.0, r.incumbent_ratio  # an honest copy of it: about 1
+    # What was timed is the incumbent's bytes as they were before any candidate code ran (in
+    # process mode the attack's write may land on disk, after the judge read the file).
+    assert r.env["sources"]["incumbent"] == hashlib.sha256(REF.read_bytes()).hexdigest(), r.env
     if r.isolation["kind"] == "bubblewrap":
         assert incumbent.read_bytes() == REF.read_bytes(), "the sandboxed kernel wrote outside its scratch dir"
 
 
 def test_g_slowing_down_what_shares_its_process_does_not_pay(box):
-    r = run(box.kernel("g_slow_others"), incumbent=REF)
-    if r.status == "incorrect":  # its spinning thread delays its own replies too
-        assert re.search(r"clock|timing", r.message, re.I), r.message
-        assert r.score is None
-    else:
-        assert r.status == "ok" and r.incumbent_status == "ok", r.message
-        assert r.incumbent_ratio < 2.0, [s.incumbent_ratio for s in r.shapes]  # honest: ~1; the attack: ~10
+    # The tell: every torch call in its process that is not its own gets a wrong answer. The
+    # incumbent, the reference and the checks would be wrong if any of them ran there.
+    r = run(box.kernel("g_slow_others", TELL="1"), incumbent=REF)
+    assert r.status == "ok" and r.incumbent_status == "ok", r.message
+    assert r.incumbent_ratio is not None and all(s.incumbent_ratio for s in r.shapes)
 
 
 def test_g_detached_burners_do_not_slow_the_incumbent(box):
-    r = run(box.kernel("g_burners"), incumbent=REF)
+    # The tell: a burner kills any other worker it finds running while the kernel is out of its
+    # call. The judge pauses every process the candidate started before anyone else runs, so none
+    # is ever found, and the incumbent (timed between the candidate's calls) survives.
+    r = run(box.kernel("g_burners", TELL="1"), incumbent=REF)
     assert not none_left(box), "CPU burners outlived the evaluation"
     if r.status == "incorrect":
         # Its burners run while its own call does and delay its own reply on a small CPU: the
@@ -225,7 +231,7 @@ def test_g_detached_burners_do_not_slow_the_incumbent(box):
         assert re.search(r"clock|timing", r.message), r.message
         return
     assert r.status == "ok" and r.incumbent_status == "ok", r.message
-    assert r.incumbent_ratio < 2.0, [s.incumbent_ratio for s in r.shapes]
+    assert r.incumbent_ratio is not None
 
 
 # -- credentials -----------------------------------------------------------------------------------
@@ -343,10 +349,11 @@ def test_s_skipping_the_work_inside_a_timing_block_is_caught(box):
 
 
 def test_k_a_cache_keyed_by_input_values_never_pays(box):
+    # The tell: a hit returns zeros. Every timed output is verified on a CPU, so `ok` says that no
+    # timed call ever saw values seen before (hits in the warm-up are harmless and unverified).
     twin = box.kernel("k_memo_by_content", where="twin", CACHE="False")
-    r = run(box.kernel("k_memo_by_content", CACHE="True"), incumbent=twin)
+    r = run(box.kernel("k_memo_by_content", CACHE="True", TELL="1"), incumbent=twin)
     assert r.status == "ok" and r.incumbent_status == "ok", r.message
-    assert r.incumbent_ratio < 2.0, [s.incumbent_ratio for s in r.shapes]  # a cache hit is ~50x
 
 
 @pytest.mark.parametrize("name, says", [

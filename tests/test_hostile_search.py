@@ -196,7 +196,6 @@ def test_a_smoke_search_accepts_nothing_hostile(hostile_search):
         row = rows[f"hostile: {name}"]
         assert row.status == "ok" and row.verdict.startswith(("not-confirmed", "confirm-failed")), (
             name, row.status, row.verdict, row.message)
-        assert row.incumbent_ratio is None or row.incumbent_ratio < 1.0, (name, row.incumbent_ratio)
     found = leaks(everything_under(run_dir), hostile_search.creds)
     assert not found, "credentials in the run dir:\n" + "\n".join(found)
 

@@ -12,6 +12,9 @@ clean.
 Verdict: with incumbent=kernels/reference/sdpa.py, `ok` with incumbent_ratio < 2 (the attack aims
 at 10x): the judge pauses every process the candidate started, however detached, while others
 run. No marker process is left afterwards.
+With TELL="1" a burner SIGKILLs every other worker it finds running (state R) while the kernel is
+out of attention(), instead of slowing it: `ok` with the incumbent `ok` says that no burner ever
+ran beside another worker's work, without timing anything.
 """
 import math
 import mmap
@@ -24,6 +27,7 @@ import time
 import torch.nn.functional as F
 
 MARK = "avo-hostile-@@MARK@@"
+TELL = "@@TELL@@" == "1"
 _fd = os.memfd_create("avo-hostile-flag")
 os.ftruncate(_fd, 16)
 _shared = mmap.mmap(_fd, 16)
@@ -36,7 +40,7 @@ if os.fork():
     os._exit(0)
 os.setsid()
 shared = mmap.mmap(int(sys.argv[2]), 16)
-me, judge = int(sys.argv[3]), int(sys.argv[4])
+me, judge, tell = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 def others():
     out = []
     for p in os.listdir("/proc"):
@@ -54,6 +58,13 @@ while time.time() < end:
         time.sleep(0.0005)
         continue
     for pid in (others() if judge > 1 else []):
+        if tell:
+            try:
+                if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "R":
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            continue
         try:
             os.setpriority(os.PRIO_PROCESS, pid, 19)
             os.kill(pid, signal.SIGSTOP)
@@ -75,7 +86,7 @@ while time.time() < end:
 '''
 
 for _ in range(min(4, os.cpu_count() or 1)):
-    subprocess.Popen([sys.executable, "-c", _BURNER, MARK, str(_fd), str(os.getpid()), str(os.getppid())],
+    subprocess.Popen([sys.executable, "-c", _BURNER, MARK, str(_fd), str(os.getpid()), str(os.getppid()), "1" if TELL else "0"],
                      pass_fds=[_fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True)
 

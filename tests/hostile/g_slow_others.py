@@ -11,6 +11,9 @@ g_burners does the same from other processes.
 Verdict: with incumbent=kernels/reference/sdpa.py, `ok` with incumbent_ratio < 2 (the attack aims
 at 10x) — or `incorrect` naming the clock / timing, for the spinning thread also delays this
 process's own replies. Never a ratio inflated by the attack.
+With TELL="1" a call from outside its attention() gets a wrong answer instead of a delay (and the
+thread does not spin): `ok` with the incumbent `ok` says that nobody else's torch work ran in this
+process, without timing anything.
 """
 import math
 import threading
@@ -20,12 +23,15 @@ import torch
 import torch.nn.functional as F
 
 _sdpa = F.scaled_dot_product_attention
+TELL = "@@TELL@@" == "1"
 _state = {"inside": False, "left": 0.0}
 
 
 def _slowed(fn):
     def wrapper(*a, **k):
         if not _state["inside"]:
+            if TELL:
+                return fn(*a, **k) * 0.5
             time.sleep(0.005)
         return fn(*a, **k)
     return wrapper
@@ -46,7 +52,8 @@ def _spin():
                 x += i
 
 
-threading.Thread(target=_spin, daemon=True).start()
+if not TELL:
+    threading.Thread(target=_spin, daemon=True).start()
 
 
 def attention(q, k, v, causal=False, softmax_scale=None, out=None):

@@ -6,11 +6,14 @@ times the same values again — at another address too (rotated sets copied arou
 restored, a verification re-run) — and never wrong, so only the timing can show it.
 
 Verdict: with its own honest twin (this file with the cache off) as the incumbent,
-incumbent_ratio < 2: every timed call sees values it has not seen before.
+incumbent_ratio < 2: every timed call sees values it has not seen before. With TELL="1" a hit
+returns garbage instead, so the verdict itself says whether any verified call was a hit: `ok`
+means none was (on a CPU every timed output is verified), with no timing in the argument.
 """
 import torch
 
 CACHE = @@CACHE@@  # the test fills in True (the attack) or False (the honest twin)
+TELL = "@@TELL@@" == "1"
 _memo = {}
 
 
@@ -34,6 +37,8 @@ def _fingerprint(q, k, v, causal, scale):
 def attention(q, k, v, causal=False, softmax_scale=None, out=None):
     key = _fingerprint(q, k, v, causal, softmax_scale) if CACHE else None
     o = _memo.get(key) if CACHE else None
+    if o is not None and TELL:
+        o = torch.zeros_like(o)  # a hit, made visible to the checker
     if o is None:
         o = _attn(q, k, v, causal, softmax_scale)
         if CACHE:

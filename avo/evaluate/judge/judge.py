@@ -38,6 +38,7 @@ unless evaluator.timing_block_calls says otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import secrets
@@ -195,6 +196,7 @@ class Judge:
         self._copy_refs: dict[tuple, float] = {}
         self.idle_probe: Optional[float] = None  # ms, measured before any worker exists
         self.warmed = False  # the benchmark's first shape has been warmed up
+        self.sources: dict[str, str] = {}  # role -> sha256 of the kernel bytes its worker imported
         # The own-code rule's profiled call (GPU): a process where the profiler has run pays more
         # per CUDA call from then on (H200, 2026-12-02: an incumbent timed against its profiled
         # twin was 13 % faster on a 0.2 ms shape; with the profiler run in every worker, the
@@ -565,7 +567,7 @@ class Judge:
             self.close()
         self.result.setdefault("own_code", None if self.device != "cuda" else True)
         # Published only now: every input of this evaluation has been drawn and used.
-        self.result["env"] = {"seed": self.seed}
+        self.result["env"] = {"seed": self.seed, "sources": self.sources}
         self.result["wall_s"] = time.perf_counter() - t_start
         self.result["judge_s"] = {k: round(v, 3) for k, v in self.spent.items()}
         return self.result
@@ -598,7 +600,13 @@ class Judge:
             # A probe that waited for a time slice takes ~ms; one that paid a switch between
             # contexts some tens of microseconds.
             self.drain_fast = 3 * statistics.median(lat) + DRAIN_SLACK_MS
+        # Both kernels' bytes are read before any of their code runs: a candidate that rewrites
+        # the incumbent's file at import (process isolation lets it) cannot change what is timed.
         source = Path(self.job["kernel"]).read_bytes()
+        inc_source = Path(self.job["incumbent"]).read_bytes() if self.job.get("incumbent") else None
+        self.sources = {"candidate": hashlib.sha256(source).hexdigest()}
+        if inc_source is not None:
+            self.sources["incumbent"] = hashlib.sha256(inc_source).hexdigest()
         if self.device == "cuda" and self.s.get("own_code_only", True):
             why = owncode.static_violation(source.decode(errors="replace"))
             if why:
@@ -606,7 +614,6 @@ class Judge:
         need = self.arena_bytes()
         self.cand = self.start_worker(WorkerSpec("candidate", self.device, kernel_source=source,
                                                   kernel_name=Path(self.job["kernel"]).name, arena_bytes=need))
-        inc_source = Path(self.job["incumbent"]).read_bytes() if self.job.get("incumbent") else None
         if inc_source is not None:
             self.inc = self.start_worker(WorkerSpec("incumbent", self.device, kernel_source=inc_source,
                                                      kernel_name=Path(self.job["incumbent"]).name, arena_bytes=need))
