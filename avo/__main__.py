@@ -15,7 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from avo import config as avo_config
 from avo.errors import SearchStuck, concise_hydra_errors, fail, one_line
-from avo.hydra_record import restore_hydra
+from avo.hydra_record import restore_hydra, snapshot
 from avo.operators.base import FatalOperatorError
 from avo.paths import conf_dir
 
@@ -100,6 +100,7 @@ def remove_if_untouched(run_dir: str) -> None:
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
+    own_hydra = snapshot(cfg)  # before anything: another start may rewrite .hydra/ meanwhile
     try:
         refuse_inline_keys(cfg, run_dir)
         avo_config.validate(cfg)
@@ -118,7 +119,7 @@ def _main(cfg: DictConfig) -> None:
         check_agent_command(cfg)
         from avo.search.run import run_search  # heavy imports only when a search runs
 
-        run_search(cfg, run_dir)
+        run_search(cfg, run_dir, hydra_files=own_hydra)
     except avo_config.ConfigError as exc:
         restore_hydra(run_dir)  # a refused start leaves the run's record as it was
         remove_if_untouched(run_dir)  # and a new run dir it refused to start is not left behind

@@ -92,8 +92,12 @@ def test_an_empty_archive_beside_a_lineage_with_no_records_is_refused_not_starte
     lin = Lineage.of_run(tmp_path)
     lin.init()
     assert prepare_archive(tmp_path) is None  # a lineage with no version yet is a new run
-    (tmp_path / "archive.sqlite").unlink()
+    assert not (tmp_path / "archive.sqlite").exists()  # deciding creates nothing
     lin.commit("def attention(q, k, v, causal=False):\n    return q\n", "seed: x", {"Candidate": 0})
-    (tmp_path / "archive.sqlite").write_bytes(b"")
-    with pytest.raises(DamagedArchive, match="lineage/ holds versions"):
+    with pytest.raises(DamagedArchive, match="is missing but its lineage/ holds versions"):
         prepare_archive(tmp_path)
+    assert not (tmp_path / "archive.sqlite").exists()
+    (tmp_path / "archive.sqlite").write_bytes(b"")
+    with pytest.raises(DamagedArchive, match="is 0 bytes but its lineage/ holds versions"):
+        prepare_archive(tmp_path)
+    assert (tmp_path / "archive.sqlite").stat().st_size == 0  # the evidence is left as it was

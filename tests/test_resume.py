@@ -186,6 +186,9 @@ def test_a_refused_start_or_a_dry_run_leaves_the_runs_hydra_config_as_it_was(tmp
     assert first.returncode == 0, first.stderr
     config = (run / ".hydra" / "config.yaml").read_text()
     overrides = (run / ".hydra" / "overrides.yaml").read_text()
+    # The kept record is made from the process's own config, and is what Hydra wrote for it.
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        assert (run / ".hydra-run" / name).read_text() == (run / ".hydra" / name).read_text(), name
     refused = subprocess.run(_cli(run, 0) + ["evaluator.repeats=7"], capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "evaluator.repeats" in refused.stderr, refused.stderr
     plan = subprocess.run(_cli(run, 0) + ["evaluator.repeats=9", "dry_run=true"], capture_output=True, text=True,
@@ -193,6 +196,19 @@ def test_a_refused_start_or_a_dry_run_leaves_the_runs_hydra_config_as_it_was(tmp
     assert plan.returncode == 0, plan.stderr
     assert (run / ".hydra" / "config.yaml").read_text() == config
     assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+
+
+def test_the_kept_hydra_record_is_the_starts_own_not_what_a_later_start_wrote(tmp_path):
+    """A second start in the same run dir rewrites .hydra/ before it is refused; the first one,
+    still getting ready, must keep its own files, not copy those."""
+    from avo.hydra_record import KEPT_HYDRA, keep_hydra
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("evaluator:\n  repeats: 7\n")  # the refused start's
+    own = {"config.yaml": "evaluator:\n  repeats: 15\n", "overrides.yaml": "[]\n", "hydra.yaml": "hydra: {}\n"}
+    keep_hydra(tmp_path, own)
+    for d in (KEPT_HYDRA, ".hydra"):
+        assert {f.name: f.read_text() for f in (tmp_path / d).iterdir()} == own, d
 
 
 @pytest.mark.parametrize("damage", ["garbage", "empty"])

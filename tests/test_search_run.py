@@ -1,5 +1,7 @@
 """run_search wiring: Hydra config -> engine, seeds from a file, a module or another run."""
 
+import json
+
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -115,3 +117,35 @@ def test_a_resume_refuses_settings_that_change_results_but_takes_new_budgets(tmp
                evaluate=FakeEvaluator())
     with Archive(tmp_path) as arch:
         assert arch.count() == 3 and any("repeats" in c for c in arch.get_meta("results_config_changed"))
+
+
+def test_a_rebuilt_archive_keeps_the_recorded_settings_and_elapsed_time(tmp_path):
+    from avo.config import ConfigError
+    from avo.search import results
+
+    run_search(_cfg("search.max_iterations=2"), tmp_path, evaluate=FakeEvaluator())
+    with Archive(tmp_path) as arch:
+        recorded, elapsed = arch.get_meta("results_config"), arch.get_meta("elapsed_s")
+    assert recorded and elapsed > 0 and results.run_state_path(tmp_path).is_file()
+    (tmp_path / "archive.sqlite").write_bytes(b"")  # lost: rebuilt from results/ on the next start
+    with pytest.raises(ConfigError, match=r"evaluator.repeats: \d+ -> 7"):
+        run_search(_cfg("search.max_iterations=3", "evaluator.repeats=7"), tmp_path, evaluate=FakeEvaluator())
+    (tmp_path / "archive.sqlite").unlink(missing_ok=True)
+    out = run_search(_cfg("search.max_iterations=3"), tmp_path, evaluate=FakeEvaluator())
+    assert out.iterations == 3
+    with Archive(tmp_path) as arch:
+        assert arch.get_meta("results_config") == recorded and arch.get_meta("elapsed_s") >= elapsed
+
+
+def test_a_forged_run_state_is_ignored(tmp_path):
+    from avo.search import results
+
+    run_search(_cfg("search.max_iterations=1"), tmp_path, evaluate=FakeEvaluator())
+    state = results.run_state_path(tmp_path)
+    doc = json.loads(state.read_text())
+    doc["result"]["results_config"]["evaluator"]["repeats"] = 999  # its MAC no longer holds
+    state.write_text(json.dumps(doc))
+    (tmp_path / "archive.sqlite").unlink()
+    run_search(_cfg("search.max_iterations=2"), tmp_path, evaluate=FakeEvaluator())
+    with Archive(tmp_path) as arch:
+        assert arch.get_meta("results_config")["evaluator"]["repeats"] != 999

@@ -68,6 +68,8 @@ EVENTS = "events.jsonl"
 CONFIRM_STAGES = ("compile", "correctness", "benchmark", "reverify")
 OPERATOR_ERROR = "operator_error"
 DUPLICATE = "duplicate"
+# The archive meta a rebuild must not lose (results/run.json, signed).
+RUN_STATE = ("results_config", "results_config_changed", "elapsed_s", "seed_origin")
 # What a saved proposal must hold for a resume to use it.
 PROPOSAL_FIELDS = {"parent", "operator", "intervention", "directive", "rationale", "tokens", "cost_usd",
                    "transcript", "error", "propose_s", "kernel_sha256", "source"}
@@ -130,6 +132,7 @@ class Engine:
         # Credentials of this environment, kept out of every record whatever a candidate printed.
         self._secrets = secret_values()
         self._t0 = clock()
+        self._restore_run_state()
         self._elapsed0 = float(self.archive.get_meta("elapsed_s", 0.0))
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -139,6 +142,29 @@ class Engine:
 
     def usage(self) -> Usage:
         return Usage(self.archive.count(), self.elapsed(), self.archive.totals()["cost_usd"])
+
+    def set_meta(self, **items: Any) -> None:
+        """Run state in the archive, and signed beside the results so a rebuild keeps it."""
+        self.archive.set_meta(**items)
+        self._save_run_state()
+
+    def _save_run_state(self) -> None:
+        state = {k: v for k in RUN_STATE if (v := self.archive.get_meta(k)) is not None}
+        results.sign(results.run_state_path(self.run_dir), state, key=self._key, kind="run", candidate=-1,
+                     kernel_sha256=None)
+
+    def _restore_run_state(self) -> None:
+        """An archive that lost its run state (rebuilt, or new beside old results) takes it back
+        from the signed copy; a missing or forged one is ignored."""
+        if self.archive.get_meta("results_config") is not None:
+            return
+        try:
+            saved = results.read(results.run_state_path(self.run_dir), key=self._key, kind="run", candidate=-1)
+        except results.Rejected:
+            return
+        items = {k: v for k, v in saved.result.items() if k in RUN_STATE}
+        if items:
+            self.archive.set_meta(**items)
 
     def record_event(self, **payload: Any) -> None:
         """An event of the run from outside the engine (events.jsonl)."""
@@ -290,12 +316,12 @@ class Engine:
             recent = [(c.status, c.message) for c in self.archive.candidates(limit=k) if c.id >= first] if k else []
             if (stuck := same_failures(recent, k)) is not None:
                 stuck = self._redact(stuck)
-                self.archive.set_meta(elapsed_s=self.elapsed())
+                self.set_meta(elapsed_s=self.elapsed())
                 self._event(event="stop", reason=f"stuck: {stuck}")
                 self.logger.finish({"stopped": "stuck", "reason": stuck, "done": self.archive.count(),
                                     "elapsed_s": self.elapsed()})
                 raise SearchStuck(stuck)
-        self.archive.set_meta(elapsed_s=self.elapsed())
+        self.set_meta(elapsed_s=self.elapsed())
         best = self.archive.best()
         totals = self.archive.totals()
         outcome = Outcome(reason, self.archive.count(), totals["accepted"], len(self.archive.versions()),
@@ -333,6 +359,7 @@ class Engine:
         version = Version(0, 0, sha, h, result.score, result.speedups,
                           [asdict(s) for s in result.shapes], rationale, str(kernel.relative_to(self.run_dir)))
         self.archive.add_seed(version, meta={"seed_origin": seed.origin, "elapsed_s": self.elapsed()})
+        self._save_run_state()
         self._log_version(version, step=0)
 
     @staticmethod
@@ -558,6 +585,7 @@ class Engine:
                 version = self._commit(cand, source, result, confirm, len(versions), kernel)
             cand.wall_s = self.clock() - t_start
             self.archive.record(cand, version, meta={"elapsed_s": self.elapsed()})
+            self._save_run_state()
             self._event(event="recorded", candidate=n, verdict=cand.verdict)
         self.logger.iteration(self._metrics(cand, result))
         if version is not None:

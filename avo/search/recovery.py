@@ -41,6 +41,12 @@ def prepare_archive(run_dir: str | Path) -> Optional[str]:
     run_dir = Path(run_dir)
     db = run_dir / FILENAME
     recorded = _recorded(run_dir)
+    if not db.exists() or (db.is_file() and db.stat().st_size == 0):
+        # Decided before anything opens it: opening would write an empty database over the
+        # evidence (a 0-byte file is what a full disk or a kill during creation leaves).
+        if not recorded and _has_versions(run_dir):
+            raise DamagedArchive(_NOTHING_TO_REBUILD.format(db=db, what="missing" if not db.exists() else "0 bytes"))
+        return ("the run's archive is missing or empty but results/ is not; " + _rebuilding(recorded)) if recorded else None
     try:
         with Archive(db) as archive:
             empty = archive.best() is None and archive.count() == 0
@@ -60,11 +66,14 @@ def prepare_archive(run_dir: str | Path) -> Optional[str]:
     if empty and _has_versions(run_dir):
         # Its lineage holds versions, and nothing signed says what they scored: starting over
         # would put a new seed on top of them, silently.
-        raise DamagedArchive(
-            f"the run's archive {db} is missing or empty but its lineage/ holds versions, and there is no "
-            f"results/ to rebuild it from: restore the archive from a backup, or start a new hydra.run.dir "
-            f"(move lineage/ and candidates/ aside to start this one over)")
+        raise DamagedArchive(_NOTHING_TO_REBUILD.format(db=db, what="empty"))
     return None
+
+
+_NOTHING_TO_REBUILD = (
+    "the run's archive {db} is {what} but its lineage/ holds versions, and there is no results/ to rebuild "
+    "it from: restore the archive from a backup, or start a new hydra.run.dir (move lineage/ and "
+    "candidates/ aside to start this one over)")
 
 
 def _has_versions(run_dir: Path) -> bool:

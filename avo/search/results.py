@@ -30,7 +30,7 @@ from typing import Any, Optional
 RESULTS = "results"
 SECRET = Path(".avo") / "secret"
 KEY_BYTES = 32
-KINDS = ("seed", "candidate", "confirm", "proposal", "supervisor")
+KINDS = ("seed", "candidate", "confirm", "proposal", "supervisor", "run")
 MAX_BYTES = 64 << 20  # result files are kilobytes; a planted huge file is not read into memory
 _FIELDS = {"kind", "candidate", "kernel_sha256", "result", "mac"}
 
@@ -50,6 +50,12 @@ class Record:
 def path(run_dir: str | Path, candidate: int, name: str) -> Path:
     """`results/NNNN/<name>.json`: name is eval, confirm, proposal or supervisor."""
     return Path(run_dir) / RESULTS / f"{candidate:04d}" / f"{name}.json"
+
+
+def run_state_path(run_dir: str | Path) -> Path:
+    """`results/run.json`: the archive's run state (recorded settings, elapsed time), so that an
+    archive rebuilt from results/ keeps what the lost one knew."""
+    return Path(run_dir) / RESULTS / "run.json"
 
 
 def digest(data: bytes | str) -> str:

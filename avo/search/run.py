@@ -188,9 +188,12 @@ def exclusive(run_dir: str | Path) -> Iterator[None]:
         yield
 
 
-def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
+def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None,
+               hydra_files: Optional[dict[str, str]] = None) -> Outcome:
+    """`hydra_files`: this start's own .hydra/ files (avo.hydra_record.snapshot), kept as the
+    run's record once the start is let run."""
     with exclusive(run_dir):
-        return _run_search(cfg, run_dir, evaluate=evaluate)
+        return _run_search(cfg, run_dir, evaluate=evaluate, hydra_files=hydra_files)
 
 
 # What a run's results depend on, recorded by its first start and compared on every resume.
@@ -208,12 +211,13 @@ def _changes(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-def check_resume(cfg: Any, archive: Any) -> None:
-    """A new run records what its results depend on; a resume must not change it unnoticed."""
+def check_resume(cfg: Any, engine: Any, rebuilt: bool = False) -> None:
+    """A new run records what its results depend on; a resume must not change it unnoticed (nor
+    one whose archive is being rebuilt: its recorded settings come back from results/run.json)."""
     now = results_config(cfg)
-    recorded = archive.get_meta("results_config")
-    if recorded is None or archive.best() is None:
-        archive.set_meta(results_config=now)
+    recorded = engine.archive.get_meta("results_config")
+    if recorded is None or (engine.archive.best() is None and not rebuilt):
+        engine.set_meta(results_config=now)
         return
     changes = _changes(recorded, now)
     if not changes:
@@ -223,10 +227,11 @@ def check_resume(cfg: Any, archive: Any) -> None:
         raise ConfigError(f"this run was started with other settings that change its results: "
                           f"{'; '.join(c[:120] for c in changes[:3])}{more}; resume with the run's own "
                           f"settings, use a new hydra.run.dir, or pass search.allow_changed_config=true")
-    archive.set_meta(results_config=now, results_config_changed=changes)
+    engine.set_meta(results_config=now, results_config_changed=changes)
 
 
-def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None) -> Outcome:
+def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] = None,
+                hydra_files: Optional[dict[str, str]] = None) -> Outcome:
     rebuilt = prepare_archive(run_dir)
     if rebuilt:
         print(f"avo: {rebuilt}")
@@ -235,8 +240,8 @@ def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn]
         engine.record_event(event="archive-rebuilt", reason=rebuilt)
     stopping.reset()
     try:
-        check_resume(cfg, engine.archive)
-        keep_hydra(run_dir)
+        check_resume(cfg, engine, rebuilt=bool(rebuilt))
+        keep_hydra(run_dir, hydra_files)
         with stopping.handlers():
             # The seed is read only by a new run; a resumed one continues from its own lineage.
             return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
