@@ -1,6 +1,7 @@
 """The issue's done-when, literally: `python -m avo +experiment=smoke` on a CPU, offline, then resumed."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,35 @@ def _run(run_dir, iterations):
                           timeout=600)
 
 
+def _shape(line: str, run_dir) -> str:
+    """A console line with what varies between runs taken out: numbers, the run dir, knob names."""
+    line = line.replace(str(run_dir), "RUN").replace("/tmp/s1", "RUN")
+    line = re.sub(r"block_[mn]", "KNOB", line)
+    line = re.sub(r"[+-]?\d+(\.\d+)?(e[+-]?\d+)?", "#", line)
+    return " ".join(line.split())
+
+
+def _readme_capture() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("$ python -m avo +experiment=smoke hydra.run.dir=/tmp/s1\n", 1)[1]
+    return [x for x in block.split("\n$ ", 1)[0].splitlines() if x.strip()]
+
+
+def check_readme_capture(stdout: str, run_dir) -> None:
+    """The README's capture of a smoke run is what a smoke run prints today, kind of line by kind
+    of line: which verdicts occur (and so whether a confirmation runs) is this machine's noise, how
+    each kind of line reads is not."""
+    real = {_shape(x, run_dir) for x in stdout.splitlines() if x.strip()}
+    for want in dict.fromkeys(_shape(x, run_dir) for x in _readme_capture()):
+        if want.startswith("[#/#]"):
+            verdict = " ".join(want.split()[:2])
+            got = {s for s in real if s.startswith(verdict + " ")}
+            assert got <= {want}, (want, got)
+        elif not want.endswith("evaluating the confirm"):
+            assert want in real, f"no line like the README's {want!r} in:\n" + "\n".join(sorted(real))
+    assert any(s.startswith("[#/#]") for s in real)
+
+
 def test_smoke_experiment_runs_and_resumes(tmp_path):
     run_dir = tmp_path / "smoke"
     first = _run(run_dir, 4)
@@ -29,6 +59,7 @@ def test_smoke_experiment_runs_and_resumes(tmp_path):
     assert len(lineage) >= 1 and lineage[0].subject == "seed: kernels/reference/chunked.py"
     assert float(lineage[0].trailers["Score"]) > 0
     assert "[4/4]" in first.stdout and "stopped: search.max_iterations=4" in first.stdout
+    check_readme_capture(first.stdout, run_dir)
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     wandb_id = (run_dir / "wandb_id").read_text().strip()
     assert len(runs) == 1 and list(runs[0].glob(f"run-{wandb_id}.wandb"))
