@@ -95,6 +95,15 @@ def remove_if_untouched(run_dir: str) -> None:
     d = Path(run_dir)
     if d.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in d.iterdir()):
         shutil.rmtree(d, ignore_errors=True)
+        # And the folders Hydra made above it (outputs/<name>/), where empty now: never the cwd
+        # or anything outside it.
+        cwd, up = Path.cwd().resolve(), d.resolve().parent
+        while up != cwd and cwd in up.parents:
+            try:
+                up.rmdir()  # only an empty one
+            except OSError:
+                break
+            up = up.parent
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")

@@ -87,11 +87,11 @@ def test_validate_rejects_semantic_mistakes(bad):
         avo_config.validate(cfg)
 
 
-def _run_avo(*args, env=None):
+def _run_avo(*args, env=None, cwd=None):
     full_env = {k: v for k, v in os.environ.items() if k not in ("ANTHROPIC_API_KEY", "HYDRA_FULL_ERROR")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "avo", *args], capture_output=True, text=True,
-                          env=full_env, timeout=120)
+                          env=full_env, timeout=120, cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -174,10 +174,12 @@ def test_a_dry_run_needs_no_key_says_what_is_missing_and_leaves_no_run_dir(tmp_p
     assert not run.exists()
 
 
-def test_dry_run_prints_the_plan():
-    res = _run_avo("+experiment=mha_h100", "agent=knob", "model=none", "dry_run=true")
+def test_dry_run_prints_the_plan_and_leaves_no_folder_in_the_default_place(tmp_path):
+    (tmp_path / "keep").mkdir()  # the user's own folders stay
+    res = _run_avo("+experiment=mha_h100", "agent=knob", "model=none", "dry_run=true", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "kernels/cute_dsl/sm90/fmha_fwd.py" in res.stdout and "mha (10 shapes)" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no outputs/mha_h100/<date>
 
 
 def test_cfg_job_prints_the_composed_config():
