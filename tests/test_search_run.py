@@ -109,9 +109,9 @@ def test_a_resume_refuses_settings_that_change_results_but_takes_new_budgets(tmp
     with pytest.raises(ConfigError, match="hardware.seed_kernel"):
         run_search(_cfg("search.max_iterations=2", "hardware.seed_kernel=kernels/reference/sdpa.py"), tmp_path,
                    evaluate=FakeEvaluator())
-    # Budgets: iterations, wall time, cost may all change.
-    out = run_search(_cfg("search.max_iterations=2", "search.max_wall_time_s=7200", "search.max_cost_usd=3"),
-                     tmp_path, evaluate=FakeEvaluator())
+    # Budgets: iterations, wall time, cost may all change; so may the words that describe the seed.
+    out = run_search(_cfg("search.max_iterations=2", "search.max_wall_time_s=7200", "search.max_cost_usd=3",
+                          "hardware.seed_note=reworded"), tmp_path, evaluate=FakeEvaluator())
     assert out.iterations == 2
     run_search(_cfg("search.max_iterations=3", "evaluator.repeats=7", "search.allow_changed_config=true"), tmp_path,
                evaluate=FakeEvaluator())

@@ -200,8 +200,17 @@ def run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn] 
 RESULT_SETTINGS = ("attention", "evaluator", "hardware")
 
 
+# Inside those, words that only describe (a resume may reword them).
+DESCRIPTIVE = {"hardware": ("seed_note",)}
+
+
 def results_config(cfg: Any) -> dict[str, Any]:
-    return {key: _plain(cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)) for key in RESULT_SETTINGS}
+    out = {key: _plain(cfg[key] if isinstance(cfg, dict) else getattr(cfg, key)) for key in RESULT_SETTINGS}
+    for key, words in DESCRIPTIVE.items():
+        if isinstance(out.get(key), dict):
+            for w in words:
+                out[key].pop(w, None)
+    return out
 
 
 def _changes(old: Any, new: Any, path: str = "") -> list[str]:
