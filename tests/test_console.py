@@ -61,3 +61,15 @@ def test_not_a_terminal_gets_plain_lines_and_the_deciding_ratio():
     assert lines[0] == "  iteration 1/4: evaluating the candidate" and len(lines) == 2, lines
     assert "x1.536±0.073 vs inc" in lines[1] and "TFLOP/s" in lines[1] and "12,345 tok $0.42" in lines[1]
     assert "\x1b[" not in out.getvalue()  # no live line, no colour codes
+
+
+def test_a_resumed_run_shows_its_best_and_its_own_elapsed_time_from_the_start():
+    clock, out = Clock(), io.StringIO()
+    log = ConsoleLogger(Console(file=out, force_terminal=True, width=200, highlight=False, color_system=None), clock=clock)
+    log.start({}, {"name": "smoke", "max_iterations": 8, "resumed": True, "done": 4, "elapsed_s": 3600.0,
+                   "best_score": 0.0136, "best_speedups": {"cudnn": 1.2}, "total_tokens": 900, "total_cost_usd": 0.05})
+    log.status({"iteration": 5, "max_iterations": 8, "kind": "proposal", "stage": "knob", "shape": None})
+    clock.t += 10
+    text = log.live_text()
+    assert "best 0.0136 TFLOP/s (cudnn x1.200)" in text and "900 tok $0.05" in text, text
+    assert "elapsed 1h00m" in text, text

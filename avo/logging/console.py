@@ -111,7 +111,11 @@ class ConsoleLogger:
             self._live = None
 
     def start(self, config, info) -> None:
-        self._run_t0 = self._clock()
+        # A resumed run's elapsed time and best so far are the run's, not this process's.
+        self._run_t0 = self._clock() - float(info.get("elapsed_s") or 0.0)
+        if info.get("best_score") is not None:
+            self._best = {"score": info["best_score"], "speedups": dict(info.get("best_speedups") or {}),
+                          "tokens": info.get("total_tokens"), "cost_usd": info.get("total_cost_usd")}
         verb = "resuming" if info.get("resumed") else "starting"
         self.console.print(
             f"[bold]avo[/bold] {verb} {escape(str(info.get('name', '')))} in {escape(str(info.get('run_dir', '')))}: "

@@ -296,9 +296,13 @@ class Engine:
 
     def run(self, seed: Seed | Callable[[], Seed]) -> Outcome:
         """Run until a budget ends it; `seed` (or a function giving it) is used only by a new run."""
-        resumed = self.archive.best() is not None
+        best = self.archive.best()
+        resumed = best is not None
         self.info.update(resumed=resumed, done=self.archive.count(), max_iterations=self.budgets.max_iterations,
                          run_dir=str(self.run_dir), parallel=self.parallel)
+        if resumed:  # what the progress display shows before this start's first iteration ends
+            self.info.update(elapsed_s=self.elapsed(), best_score=best.score, best_speedups=best.speedups or {},
+                             **{f"total_{k}": v for k, v in self.archive.totals().items() if k != "accepted"})
         self.logger.start(self.config, self.info)
         self._event(event="start", resumed=resumed, done=self.archive.count())
         self._ensure_seed(seed)
