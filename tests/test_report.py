@@ -37,6 +37,8 @@ def make_run(run_dir: Path, model: str, seed: int, steps: list[tuple[str, str, f
               "attention": {"suite": "mha"}, "hardware": {"name": "h100", "baselines": ["cudnn", "fa2", "fa4"]},
               # Differ between runs but change no result: never in a label.
               "logger": {"name": f"wandb-{model}-{seed}"}, "knowledge": {"cache_dir": f"/tmp/k{seed}"}}
+    config["search"].update(allow_changed_config=bool(seed % 2))
+    config["model"].update(timeout_s=60 + seed, api_key_env=f"KEY_{seed}")
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", f"search.seed={seed}"]))
     if wandb_id:

@@ -196,12 +196,17 @@ def differing_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 # Settings that change where a run writes or what it reports, never its results: not in labels.
 _NOT_RESULTS = ("logger", "dry_run")
+# ... and single settings of that kind: whether a resume may change settings, how long the LLM
+# client waits, which variable holds the key, the words describing the seed. (search.parallel
+# stays: iterations in parallel see another incumbent, a different search.)
+_NOT_RESULTS_KEYS = ("search.allow_changed_config", "model.timeout_s", "model.api_key_env", "hardware.seed_note")
 _PATH_SUFFIXES = ("dir", "path", "_dir", "_path", "file")
 
 
 def changes_results(key: str) -> bool:
     parts = key.split(".")
-    return parts[0] not in _NOT_RESULTS and not parts[-1].endswith(_PATH_SUFFIXES)
+    return (parts[0] not in _NOT_RESULTS and key not in _NOT_RESULTS_KEYS
+            and not parts[-1].endswith(_PATH_SUFFIXES))
 
 
 def is_seed_key(key: str) -> bool:
