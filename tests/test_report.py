@@ -269,3 +269,13 @@ def test_wandb_report_without_wandb_runs_or_network(sweep, tmp_path, monkeypatch
     proc = subprocess.run([sys.executable, "-m", "avo.report", str(sweep), "--wandb", "no-slash"],
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 2 and "ENTITY/PROJECT" in proc.stderr
+
+
+def test_replayed_iterations_keep_the_time_they_first_ran(tmp_path):
+    run = tmp_path / "r"
+    make_run(run, "claude", 0, [("ok", "accepted", 320.0), ("ok", "slower", 310.0)])
+    before = data.read_run(run).elapsed
+    log = JsonlLogger(run)  # what a rebuild from results/ logs again, later
+    for i in (1, 2):
+        log.iteration({"iteration": i, "elapsed_s": 5000.0 + i, "best/score": 320.0})
+    assert data.read_run(run).elapsed == before == {1: 60.0, 2: 120.0}

@@ -167,8 +167,12 @@ def read_run(run_dir: str | Path) -> Run:
         lineage = Lineage.of_run(run_dir).versions() if Lineage.of_run(run_dir).exists() else []
     except LineageError:
         lineage = []
-    elapsed = {int(m["iteration"]): float(m["elapsed_s"]) for m in jsonl.read(run_dir, "iteration")
-               if m.get("iteration") is not None and m.get("elapsed_s") is not None}
+    # The first line of an iteration is when it ran: an archive rebuilt from results/ logs its
+    # replayed iterations again, later.
+    elapsed: dict[int, float] = {}
+    for m in jsonl.read(run_dir, "iteration"):
+        if m.get("iteration") is not None and m.get("elapsed_s") is not None:
+            elapsed.setdefault(int(m["iteration"]), float(m["elapsed_s"]))
     wandb_file = run_dir / "wandb_id"
     return Run(path=run_dir, config=_yaml(run_dir / ".hydra" / "config.yaml", {}) or {},
                overrides=list(_yaml(run_dir / ".hydra" / "overrides.yaml", []) or []),
