@@ -16,6 +16,7 @@ import yaml
 from avo.archive import Archive, Candidate, Version, source_hash
 from avo.lineage import Lineage
 from avo.logging.jsonl import JsonlLogger
+from avo.logging.jsonl import read as jsonl_read
 from avo.report import data, html, wandb_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -275,7 +276,12 @@ def test_replayed_iterations_keep_the_time_they_first_ran(tmp_path):
     run = tmp_path / "r"
     make_run(run, "claude", 0, [("ok", "accepted", 320.0), ("ok", "slower", 310.0)])
     before = data.read_run(run).elapsed
-    log = JsonlLogger(run)  # what a rebuild from results/ logs again, later
-    for i in (1, 2):
-        log.iteration({"iteration": i, "elapsed_s": 5000.0 + i, "best/score": 320.0})
+    with open(run / "metrics.jsonl", "a") as f:  # replayed lines, later (as loggers before dedup wrote them)
+        for i in (1, 2):
+            f.write(json.dumps({"event": "iteration", "iteration": i, "elapsed_s": 5000.0 + i}) + "\n")
     assert data.read_run(run).elapsed == before == {1: 60.0, 2: 120.0}
+    log = JsonlLogger(run)  # a rebuild replays iterations 1-2 and runs 3: only 3 is new
+    for i in (1, 2, 3):
+        log.iteration({"iteration": i, "elapsed_s": 6000.0 + i})
+    lines = [m["iteration"] for m in jsonl_read(run, "iteration")]
+    assert lines == [1, 2, 1, 2, 3]

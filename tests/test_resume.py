@@ -233,5 +233,10 @@ def test_a_lost_archive_is_rebuilt_from_the_signed_records_and_says_so(tmp_path,
     assert after[:2] == before and len(after) == 3
     events = [json.loads(x) for x in (run / EVENTS).read_text().splitlines()[n_events:]]
     assert any(e["event"] == "archive-rebuilt" for e in events)
-    # The two recorded iterations were replayed from their signed results, not evaluated again.
+    # The two recorded iterations were replayed from their signed results, not evaluated again,
+    # nor logged again; and the run's recorded settings and time came back with them.
     assert {e["candidate"] for e in events if e["event"] == "evaluate"} == {3}
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    assert [m["iteration"] for m in metrics if m.get("event") == "iteration"] == [1, 2, 3]
+    with Archive(run) as a:
+        assert a.get_meta("results_config") is not None and a.get_meta("elapsed_s") > 0

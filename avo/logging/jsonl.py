@@ -13,6 +13,7 @@ FILENAME = "metrics.jsonl"
 class JsonlLogger:
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / FILENAME
+        self._logged: set[int] | None = None  # iterations already in the file, read on first use
 
     def _write(self, event: str, payload: dict[str, Any]) -> None:
         record = {"event": event, "time": round(time.time(), 3), **payload}
@@ -24,6 +25,16 @@ class JsonlLogger:
         self._write("start", dict(info))
 
     def iteration(self, metrics) -> None:
+        # An iteration is logged once, when it ran: an archive rebuilt from results/ replays the
+        # recorded iterations, and their lines are already here.
+        if self._logged is None:
+            self._logged = {int(m["iteration"]) for m in read(self.path.parent, "iteration")
+                            if isinstance(m.get("iteration"), int)}
+        n = metrics.get("iteration")
+        if isinstance(n, int) and n in self._logged:
+            return
+        if isinstance(n, int):
+            self._logged.add(n)
         self._write("iteration", dict(metrics))
 
     def version(self, version, kernel_path) -> None:
