@@ -41,3 +41,43 @@ def test_a_blocks_reported_time_is_the_sum_of_exactly_its_calls():
     assert _times(["x"], 1) is None
     # A negative or non-finite report counts as nothing: the judge's clock decides then.
     assert _times([-5.0, float("nan"), 1.0], 3) == 1.0
+
+
+# -- the clamp: what a lie the clock check lets through can gain -----------------------------------
+
+def _judge(device: str):
+    from avo.evaluate.judge.judge import Judge
+
+    j = Judge.__new__(Judge)  # only the summary's state: no workers, no GPU
+    j.device, j.result, j.s = device, {"notes": []}, S
+    return j
+
+
+def _side(name: str, reported: list[float], wall: list[float], trusted: bool = False):
+    from avo.evaluate.judge.judge import Side
+
+    s = Side(name, worker=None, trusted=trusted)
+    s.reported, s.wall, s.calls = list(reported), list(wall), 4
+    return s
+
+
+def test_an_identical_kernel_whose_events_under_report_is_no_faster_than_its_honest_twin():
+    # The null worker's protocol overhead per block jitters (median 1.0 ms, p90 1.08); the honest
+    # incumbent and the liar do the same 4 ms of work with the same overhead, and the liar's events
+    # say 0.92x: a lie inside the clock check's floor. Before the clamp used the null worker's
+    # median, it took each block at its wall time less median + GAP_SLACK: a 2 % gain for any liar.
+    from avo.evaluate.judge.judge import CLOCK_FLOOR, GAP_SLACK
+    from avo.suites import Shape
+
+    jitter = [0.0, 0.02, -0.02, 0.05, -0.05, 0.08, -0.08, 0.01, -0.01, 0.03, -0.03, 0.12, -0.12, 0.0, 0.04, -0.04]
+    work = [4.0 + 0.01 * (i % 3) for i in range(len(jitter))]
+    walls = [w + 1.0 + j for w, j in zip(work, jitter)]
+    shape = Shape(4, 2048, 16, 16, 128, False)
+    for device in ("cuda", "cpu"):
+        null = _side("null", [1e-3] * len(walls), [1e-3 + 1.0 + j for j in jitter], trusted=True)
+        honest = _side("incumbent", work, walls)
+        liar = _side("candidate", [0.92 * w for w in work], walls)
+        row = _judge(device).summarize_shape(shape, [liar, honest, null], idle_post=0.0)
+        assert row["incumbent_ratio"] <= 1.0 + 1e-9, (device, row["incumbent_ratio"])
+        assert row["time_ms"] * 4 >= sorted(work)[len(work) // 2] - 1e-9, row
+        assert GAP_SLACK[device] >= 0 and CLOCK_FLOOR[device][0] < 0.92  # the lie is one the floor misses

@@ -25,13 +25,14 @@ Ended at the reply, the judge's clock resolved what crosses two processes only t
 reply path's jitter and the asymmetry between processes, H200: bench/results/h200_2026-12-02d_SUMMARY.md);
 the "done" word takes the reply path out of it, and over a
 block of >= evaluator.timing_block_ms of work that error is shared by B calls, so a report the
-clock contradicts by a few percent of the block is seen, and what a lie below that can gain is
-bounded by GAP_SLACK per block. B comes from the trusted null worker's time on the shape (a
-candidate cannot make its own blocks shorter) and is the same for every side of the shape.
+clock contradicts by a few percent of the block is seen, and a lie below that gains nothing: a
+kernel's time is the judge's clock, its wall time less the null worker's median overhead. B
+comes from the trusted null worker's time on the shape (a candidate cannot make its own blocks
+shorter) and is the same for every side of the shape.
 Every timed output of a kernel is verified, so no call can tell a checked call from another. The
-worker's reported time is bounded below by the judge's clock minus the overhead of the same
-protocol measured on a trusted null worker (torch's SDPA on a GPU, no work on a CPU), timed
-interleaved with the others.
+overhead is that of the same protocol measured on a trusted null worker (torch's SDPA on a GPU,
+no work on a CPU), timed interleaved with the others; on a CPU a kernel's own reported time is
+used where the judge's clock allows it (never below that clock less the overhead).
 A CPU has no release flag: inputs are written just before the call, and a sample is one call
 unless evaluator.timing_block_calls says otherwise.
 """
@@ -67,18 +68,21 @@ SHARP_Q_STD = 3.0
 ODD_SCALE = 0.8
 # The worker's median reported time below this share of what the judge's clock saw (its median
 # wall time less the null worker's median overhead), minus an absolute slack (ms), is a false
-# report. A smaller lie gains nothing anyway: each call's time is at least its wall time less the
-# null worker's p90 overhead. Loose on a CPU: a loaded machine delays replies (a 2-core machine
+# report. A smaller lie gains nothing: on a GPU a kernel's time is the judge's clock alone
+# (Judge.used_times). Loose on a CPU: a loaded machine delays replies (a 2-core machine
 # running the test suite beside a smoke search: an honest 3.5 ms report against 7.4 ms of the
-# judge's clock), and there the clamp above already takes each call at its wall time less the
-# null worker's overhead, so a lie the floor lets through still gains nothing beyond that.
+# judge's clock), and there each call is taken at no less than its wall time less the null
+# worker's median overhead, so a lie the floor lets through gains only that median's noise.
 CLOCK_FLOOR = {"cuda": (0.9, 0.03), "cpu": (0.5, 2.0)}
 # How far an honest side's median overhead strays from the null worker's (ms): on the H200 the
-# host's reply path (~0.3 ms) shifted by up to 0.067 ms between sides of one evaluation
-# (bench/results/h200_2026-12-02_*), so a call's time is never taken below its wall time less the
-# null worker's median overhead plus this, nor less its p90. What an undetected lie can gain is
-# larger: a worker controls its own reply path, and one that replies faster than ours (the
-# instant its work ends) hides up to the null worker's whole overhead plus this per call.
+# host's reply path shifted by up to 0.067 ms between sides of one evaluation
+# (bench/results/h200_2026-12-02_*), up to 0.09 ms per block for our sm90 kernel
+# (h200_2026-12-03c). Only the clock check allows for it. A kernel's time does not: until
+# 2026-12-04 each sample was taken at no less than its wall time less the null worker's median
+# overhead *plus* this, a free gain to every liar (an identical kernel whose events said 0.85x
+# ran 5.4 % "faster" than the truth on a 3.4 ms block, H200). An honest kernel's time now
+# carries its own excess overhead over the null worker's (0.01 ms per block typical for our
+# sm90 kernel, 0.3 % of a 4 ms block), as its events never did.
 GAP_SLACK = {"cuda": 0.08, "cpu": 0.0}
 # Post-call work slower than this (times the same work on an idle GPU, plus ms) means the GPU
 # was still busy with the worker's launches after its call had returned; more than BUSY_CALLS of
@@ -1087,8 +1091,8 @@ class Judge:
 
     def overhead(self, null: Side, copy_ms: float = 0.0) -> tuple[float, float]:
         """(median, high) ms a timed sample costs beyond its reported time when nobody lies: the
-        null worker's, on this shape, interleaved with everybody's samples; high is its p90, but
-        at most GAP_SLACK above its median."""
+        null worker's, on this shape, interleaved with everybody's samples; high (reported, not
+        used by the clamp) is its p90, but at most GAP_SLACK above its median."""
         gaps = [w - r for r, w in zip(null.reported, null.wall)]
         if not gaps:
             raise StageFailure(CRASH, "the judge's null worker timed no call")
@@ -1104,13 +1108,20 @@ class Judge:
         o_hi = min(o_hi, o_med + GAP_SLACK[self.device]) if GAP_SLACK[self.device] else o_hi
         return min(o_med, cap), min(o_hi, cap)
 
-    @staticmethod
-    def used_times(side: Side, o_hi: float) -> list[float]:
-        """Per sample: a trusted baseline's own events; a kernel's own time, but never below what
-        the judge's clock allows it (its wall time less the null worker's high overhead)."""
+    def used_times(self, side: Side, o_med: float) -> list[float]:
+        """Per sample: a trusted baseline's own events. A kernel's time on a GPU is the judge's
+        clock alone, its wall time less the null worker's median overhead: its events only face the
+        clock check. Taking the larger of the two (as on a CPU) leaks: a liar's events make it the
+        clock's time on every sample, an honest kernel's make it the larger on samples whose
+        overhead fell below the median, so an identical liar came out ~0.5 % ahead per shape (in
+        simulation, 8 % of single-shape confirmations accepted against 1 % here). On a CPU, where a
+        loaded machine's reply jitter is as large as a smoke call, the events keep the figure
+        usable, and the clamp at the median bounds what they can hide."""
         if side.trusted:
             return list(side.reported)
-        return [max(rep, wall - o_hi) for rep, wall in zip(side.reported, side.wall)]
+        if self.device == "cuda":
+            return [wall - o_med for wall in side.wall]
+        return [max(rep, wall - o_med) for rep, wall in zip(side.reported, side.wall)]
 
     def check_clock(self, side: Side, shape: Shape, o_med: float) -> None:
         if side.trusted or not side.reported:
@@ -1142,7 +1153,7 @@ class Judge:
         null = sides[-1]
         sides = sides[:-1]
         o_med, o_hi = self.overhead(null, copy_ms)
-        row = self.shape_row(shape, sides, o_hi)
+        row = self.shape_row(shape, sides, o_med)
         n = null.calls
         # Per call (a block's overhead shared by its calls), as the row's times are; per_block as
         # the judge's clock saw it, and what the clock check and the clamp work with.
@@ -1164,14 +1175,14 @@ class Judge:
                 self.check_clock(side, shape, o_med)
                 self.check_busy_after(side, shape, idle_post)
         if any(s.failed for s in sides[1:]):  # a side dropped by a check: its columns go
-            row = self.shape_row(shape, sides, o_hi)
+            row = self.shape_row(shape, sides, o_med)
             row["overhead_ms"] = self.pending_row["overhead_ms"]
         return row
 
-    def shape_row(self, shape: Shape, sides: list[Side], o_hi: float) -> dict[str, Any]:
+    def shape_row(self, shape: Shape, sides: list[Side], o_med: float) -> dict[str, Any]:
         cand = sides[0]
         n = cand.calls
-        times = [x / n for x in self.used_times(cand, o_hi)]  # per call
+        times = [x / n for x in self.used_times(cand, o_med)]  # per call
         t = statistics.median(times)
         if t <= 0:
             raise StageFailure(INCORRECT, f"the candidate's timed calls of {describe(shape)} took no time by every "
@@ -1188,7 +1199,7 @@ class Judge:
                 if side.name != "incumbent":
                     row["baselines"][side.name] = None
                 continue
-            other = [x / n for x in self.used_times(side, o_hi)]
+            other = [x / n for x in self.used_times(side, o_med)]
             if min(times) <= 0 or min(other) <= 0:
                 raise StageFailure(INCORRECT, f"a timed call of {describe(shape)} took no time by every clock: "
                                               f"nothing was measured")
