@@ -52,7 +52,9 @@ def main() -> int:
         v = confirm(r, min_gain)
         trials.append({"status": r.status, "ratio": r.incumbent_ratio, "margin": r.incumbent_ratio_spread,
                        "accepted": v.accepted, "label": v.label, "wall_s": r.wall_s,
-                       "message": r.message[:300] if r.status != "ok" else ""})
+                       "message": r.message[:300] if r.status != "ok" else "",
+                       # why a trial measured no ratio (an incumbent dropped, say): kept, not lost
+                       "incumbent_status": getattr(r, "incumbent_status", None), "notes": r.notes[:10]})
         ok = [t for t in trials if t["status"] == "ok"]
         print(f"[{i + 1}/{args.n}] {r.status} ratio {r.incumbent_ratio} margin {r.incumbent_ratio_spread} "
               f"accepted {sum(t['accepted'] for t in trials)}/{len(ok)} ({time.time() - t0:.0f} s)",
@@ -71,8 +73,9 @@ def _summary(args, trials, min_gain, env):
         "repeats": args.repeats, "warmup_ms": args.warmup_ms, "release": args.release,
         "trials": len(trials), "ok": len(ok), "errors": len(trials) - len(ok),
         "accepted": sum(t["accepted"] for t in ok),
-        "median_ratio": statistics.median(t["ratio"] for t in ok) if ok else None,
-        "median_margin": statistics.median(t["margin"] for t in ok if t["margin"] is not None) if ok else None,
+        "median_ratio": statistics.median(x) if (x := [t["ratio"] for t in ok if t["ratio"] is not None]) else None,
+        "median_margin": statistics.median(m) if (m := [t["margin"] for t in ok if t["margin"] is not None]) else None,
+        "no_ratio": sum(t["ratio"] is None for t in ok),
         "env": {k: env.get(k) for k in ("gpu", "driver", "torch", "cudnn", "hostname") if k in env},
         "results": trials,
     }
