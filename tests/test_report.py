@@ -285,3 +285,26 @@ def test_replayed_iterations_keep_the_time_they_first_ran(tmp_path):
         log.iteration({"iteration": i, "elapsed_s": 6000.0 + i})
     lines = [m["iteration"] for m in jsonl_read(run, "iteration")]
     assert lines == [1, 2, 1, 2, 3]
+
+
+def test_a_rebuilds_replayed_iterations_reach_only_the_console(tmp_path):
+    # W&B logged iterations 1-2 when they ran; a rebuild replays them before running 3. Logged to
+    # W&B again, its steps would repeat (the logger before this wrote steps 1, 2, 1, 2, 3).
+    from avo.logging.base import MultiLogger
+
+    class Recorder:
+        def __init__(self, replays=False):
+            self.shows_replays, self.steps = replays, []
+
+        def iteration(self, metrics):
+            self.steps.append(metrics["iteration"])
+
+    first = Recorder()
+    MultiLogger([JsonlLogger(tmp_path), first]).iteration({"iteration": 1})
+    MultiLogger([JsonlLogger(tmp_path), first]).iteration({"iteration": 2})
+    wandb, console = Recorder(), Recorder(replays=True)
+    log = MultiLogger([JsonlLogger(tmp_path), console, wandb])  # a new process, the same run dir
+    for i in (1, 2, 3):
+        log.iteration({"iteration": i})
+    assert first.steps == [1, 2] and wandb.steps == [3] and console.steps == [1, 2, 3]
+    assert [m["iteration"] for m in jsonl_read(tmp_path, "iteration")] == [1, 2, 3]

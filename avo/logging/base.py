@@ -36,17 +36,27 @@ class MultiLogger:
 
     def _each(self, name: str, *args: Any) -> None:
         for logger in list(self.loggers):
-            try:
-                getattr(logger, name)(*args)
-            except Exception as exc:  # e.g. W&B's service killed with the job: the run goes on
-                self.loggers.remove(logger)
-                _log.warning("logger %s failed in %s (%s: %s); it logs nothing more, the run dir keeps "
-                             "everything", type(logger).__name__, name, type(exc).__name__, exc)
+            self._call(logger, name, *args)
+
+    def _call(self, logger: Any, name: str, *args: Any) -> None:
+        try:
+            getattr(logger, name)(*args)
+        except Exception as exc:  # e.g. W&B's service killed with the job: the run goes on
+            self.loggers.remove(logger)
+            _log.warning("logger %s failed in %s (%s: %s); it logs nothing more, the run dir keeps "
+                         "everything", type(logger).__name__, name, type(exc).__name__, exc)
 
     def start(self, config, info) -> None:
         self._each("start", config, info)
 
     def iteration(self, metrics) -> None:
+        # A replayed iteration (an archive rebuilt from results/) was logged when it ran: W&B
+        # would get its step twice. Only loggers that show progress (the console) see it again.
+        n = metrics.get("iteration")
+        if any(getattr(lg, "logged", None) is not None and lg.logged(n) for lg in self.loggers):
+            for logger in [lg for lg in self.loggers if getattr(lg, "shows_replays", False)]:
+                self._call(logger, "iteration", metrics)
+            return
         self._each("iteration", metrics)
 
     def version(self, version, kernel_path) -> None:

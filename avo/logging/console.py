@@ -53,6 +53,8 @@ class _LiveLine:
 
 
 class ConsoleLogger:
+    shows_replays = True  # a rebuild's replayed iterations are shown again (MultiLogger.iteration)
+
     def __init__(self, console: Console | None = None, log_file: str | Path | None = None,
                  clock=time.monotonic):
         self.console = _Tee(console or Console(highlight=False), log_file)

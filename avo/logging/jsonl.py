@@ -24,14 +24,17 @@ class JsonlLogger:
     def start(self, config, info) -> None:
         self._write("start", dict(info))
 
-    def iteration(self, metrics) -> None:
-        # An iteration is logged once, when it ran: an archive rebuilt from results/ replays the
-        # recorded iterations, and their lines are already here.
+    def logged(self, n: Any) -> bool:
+        """Whether iteration n is already in the file: an archive rebuilt from results/ replays
+        the recorded iterations, and every logger but the console has them (MultiLogger)."""
         if self._logged is None:
             self._logged = {int(m["iteration"]) for m in read(self.path.parent, "iteration")
                             if isinstance(m.get("iteration"), int)}
+        return isinstance(n, int) and n in self._logged
+
+    def iteration(self, metrics) -> None:
         n = metrics.get("iteration")
-        if isinstance(n, int) and n in self._logged:
+        if self.logged(n):  # an iteration is logged once, when it ran
             return
         if isinstance(n, int):
             self._logged.add(n)
