@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +50,42 @@ def summary(sweep_dir: Path) -> list[str]:
     return rows
 
 
+def _untouched(sweep_dir: Path) -> bool:
+    """Nothing in it but Hydra's multirun.yaml, launcher logs and job dirs a dry run emptied."""
+    for p in sweep_dir.iterdir():
+        if p.name in ("multirun.yaml", ".submitit") or p.suffix == ".log":
+            continue
+        if p.is_dir() and p.name.isdigit() and all(q.name == ".hydra" or q.suffix == ".log" for q in p.iterdir()):
+            continue
+        return False
+    return True
+
+
+def remove_dry_sweep(sweep_dir: Path) -> None:
+    """A dry multirun plans and leaves nothing behind: its sweep dir, and the folders Hydra made
+    above it (multirun/<name>/) where empty now, never the cwd or anything outside it."""
+    if not sweep_dir.is_dir() or not _untouched(sweep_dir):
+        return
+    # A launcher's jobs (submitit) printed their plans into its logs: shown here, then gone.
+    for out in sorted(sweep_dir.glob(".submitit/*/*_log.out")):
+        plan = [ln for ln in out.read_text(errors="replace").splitlines() if not re.match(r"(submitit |\[\d{4}-)", ln)]
+        if plan:
+            print("\n".join(plan) + "\n")
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    cwd, up = Path.cwd().resolve(), sweep_dir.resolve().parent
+    while up != cwd and cwd in up.parents:
+        try:
+            up.rmdir()  # only an empty one
+        except OSError:
+            break
+        up = up.parent
+
+
 class SweepSummary(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if config.get("dry_run"):
+            remove_dry_sweep(sweep_dir)
         if not sweep_dir.is_dir():
             return
         rows = summary(sweep_dir)

@@ -182,6 +182,16 @@ def test_dry_run_prints_the_plan_and_leaves_no_folder_in_the_default_place(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no outputs/mha_h100/<date>
 
 
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_dry_multirun_prints_every_jobs_plan_and_leaves_no_folder(tmp_path, launcher):
+    (tmp_path / "keep").mkdir()
+    res = _run_avo("-m", "+experiment=smoke", "logger=none", "dry_run=true", "search.seed=0,1",
+                   f"hydra/launcher={launcher}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "seed 0" in res.stdout and "seed 1" in res.stdout, res.stdout[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]  # no multirun/smoke/<date>/multirun.yaml
+
+
 def test_cfg_job_prints_the_composed_config():
     res = _run_avo("+experiment=gqa_h100", "--cfg", "job")
     assert res.returncode == 0, res.stderr
