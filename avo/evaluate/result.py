@@ -37,9 +37,9 @@ class ShapeResult:
     incumbent_ratio_se: Optional[float] = None  # standard error of log(median ratio)
     error: Optional[float] = None  # relative error of the last correctness check
     incumbent_tflops: Optional[float] = None  # the incumbent's median in the interleaved timing
-    reported_ms: Optional[float] = None  # the worker's own median time (time_ms is bounded by the judge's clock)
+    reported_ms: Optional[float] = None  # the worker's own median time (on a GPU only checked: time_ms is the judge's clock)
     gpu_state: dict[str, Any] = field(default_factory=dict)  # NVML clocks/temperature/power before and after
-    overhead_ms: dict[str, Any] = field(default_factory=dict)  # what the judge allowed beyond reported times
+    overhead_ms: dict[str, Any] = field(default_factory=dict)  # the null worker's protocol overhead the judge subtracts
 
 
 @dataclass

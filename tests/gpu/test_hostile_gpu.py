@@ -116,8 +116,8 @@ def test_r_a_clock_shave_gains_at_most_the_clocks_slack(tmp_path, factor):
         assert r.status == "incorrect", r.message
         assert re.search(r"clock|tampered", r.message), r.message
     else:
-        # What a lie the clock check cannot see gains, at most: the null worker's median overhead
-        # plus GAP_SLACK is all a block's wall time is ever reduced by, shared by its calls.
+        # A kernel's time is its block's wall time less the null worker's median overhead: a lie
+        # in its events gains nothing; the bound allows the overhead's asymmetry between sides.
         row = r.shapes[0]
         n = row.overhead_ms["calls_per_block"]
         truth = row.reported_ms / factor
@@ -173,6 +173,21 @@ def test_r_work_left_running_after_the_reply_is_inside_the_clock(tmp_path, tail)
     slack = (GAP_SLACK["cuda"] + 0.03) / (n * row.time_ms)
     assert row.incumbent_ratio <= 1.01 + slack, (row.incumbent_ratio, row.reported_ms, row.time_ms, row.overhead_ms)
     assert not confirm(r, SearchConfig().min_gain).accepted, (r.incumbent_ratio, row.overhead_ms)
+
+
+# A kernel whose time is its wall time less the null worker's overhead must pay every copy that
+# overhead does not hold: one that writes the judge's slot itself (no out= in its signature, the
+# worker's copy made a no-op) is no faster than the honest reference kernel, which takes out=.
+def test_r_writing_the_slot_behind_the_workers_back_gains_nothing(tmp_path):
+    from avo.config import SearchConfig
+    from avo.search.acceptance import confirm
+
+    r = evaluate(kernel(tmp_path, "r_gpu_skip_copy"), TIMED, device="cuda", settings=LIBRARY_OK, incumbent=REF)
+    assert r.status == "ok", r.message
+    row = r.shapes[0]
+    slack = (GAP_SLACK["cuda"] + 0.03) / (row.overhead_ms["calls_per_block"] * row.time_ms)
+    assert row.incumbent_ratio <= 1.01 + slack, (row.incumbent_ratio, row.time_ms, row.reported_ms, row.overhead_ms)
+    assert not confirm(r, SearchConfig().min_gain).accepted, (r.incumbent_ratio, r.incumbent_ratio_spread)
 
 
 def test_s_skipping_the_work_inside_a_timing_block_is_caught(tmp_path):

@@ -25,8 +25,10 @@ Ended at the reply, the judge's clock resolved what crosses two processes only t
 reply path's jitter and the asymmetry between processes, H200: bench/results/h200_2026-12-02d_SUMMARY.md);
 the "done" word takes the reply path out of it, and over a
 block of >= evaluator.timing_block_ms of work that error is shared by B calls, so a report the
-clock contradicts by a few percent of the block is seen, and a lie below that gains nothing: a
-kernel's time is the judge's clock, its wall time less the null worker's median overhead. B
+clock contradicts by a few percent of the block is seen, and a lie in the events below that
+gains nothing: a kernel's time is the judge's clock, its wall time less the null worker's median
+overhead (which holds no output copy: timed calls pass out=, the null worker writes its slots
+inside its events, a kernel without out= pays its worker's copies). B
 comes from the trusted null worker's time on the shape (a candidate cannot make its own blocks
 shorter) and is the same for every side of the shape.
 Every timed output of a kernel is verified, so no call can tell a checked call from another. The
@@ -68,7 +70,7 @@ SHARP_Q_STD = 3.0
 ODD_SCALE = 0.8
 # The worker's median reported time below this share of what the judge's clock saw (its median
 # wall time less the null worker's median overhead), minus an absolute slack (ms), is a false
-# report. A smaller lie gains nothing: on a GPU a kernel's time is the judge's clock alone
+# report. A smaller lie in the events gains nothing: on a GPU a kernel's time is the judge's clock alone
 # (Judge.used_times). Loose on a CPU: a loaded machine delays replies (a 2-core machine
 # running the test suite beside a smoke search: an honest 3.5 ms report against 7.4 ms of the
 # judge's clock), and there each call is taken at no less than its wall time less the null
@@ -82,7 +84,10 @@ CLOCK_FLOOR = {"cuda": (0.9, 0.03), "cpu": (0.5, 2.0)}
 # overhead *plus* this, a free gain to every liar (an identical kernel whose events said 0.85x
 # ran 5.4 % "faster" than the truth on a 3.4 ms block, H200). An honest kernel's time now
 # carries its own excess overhead over the null worker's (0.01 ms per block typical for our
-# sm90 kernel, 0.3 % of a 4 ms block), as its events never did.
+# sm90 kernel, 0.3 % of a 4 ms block), as its events never did. A worker controls its own
+# protocol path, so a kernel can also make that excess negative: what it can cut is what the
+# null worker's overhead holds that a kernel's need not (hence no output copy in it), and a
+# "done" word written early is bounded by the drain probe's tolerance (judge.drain).
 GAP_SLACK = {"cuda": 0.08, "cpu": 0.0}
 # Post-call work slower than this (times the same work on an idle GPU, plus ms) means the GPU
 # was still busy with the worker's launches after its call had returned; more than BUSY_CALLS of
@@ -868,7 +873,7 @@ class Judge:
         for side in sides:
             side.calls = calls
         idle_post = self.calibrate_post([inputs] * calls)
-        copy_ms = self.calibrate_copy(inputs[0]) if calls > 1 else 0.0
+        copy_ms = self.calibrate_copy(inputs[0])
         # A trusted baseline is our code: one of its timed outputs is checked, drawn now.
         checked_trusted = self.rng.randrange(repeats)
         hogged, probes = 0, 0
@@ -910,7 +915,8 @@ class Judge:
         slots = null.sets[:calls]
         try:
             data, _, _ = self.call(null.worker, slots, [inputs] * len(slots),
-                                   self.call_msg(slots[0], shape, block=slots), f"(sizing blocks on {describe(shape)})",
+                                   self.call_msg(slots[0], shape, block=slots, pass_out=True),
+                                   f"(sizing blocks on {describe(shape)})",
                                    limit_s=OTHERS_CALL_LIMIT_S)
         except StageFailure:
             return None
@@ -930,7 +936,7 @@ class Judge:
         self.warmed = True
         rotate = max(1, int(self.s["rotate_inputs"]))
         for side in sides:
-            calls = [self.call_msg(sl, shape) for sl in side.sets[:rotate]]
+            calls = [self.call_msg(sl, shape, pass_out=True) for sl in side.sets[:rotate]]  # as timed
             wall0 = time.monotonic()
             try:
                 rep = side.worker.request({"op": "warm", "calls": calls, "min_ms": min(kernel_ms, TRUSTED_WARMUP_MS)
@@ -1011,8 +1017,9 @@ class Judge:
         return statistics.median(posts)
 
     def calibrate_copy(self, like: torch.Tensor) -> float:
-        """What copying one output into its slot costs (ms), timed by the judge: a block's calls
-        each pay it outside their events, so it is protocol overhead that grows with the block."""
+        """What copying one output into its slot costs (ms), timed by the judge: a kernel without
+        out= pays it per call outside its events; the null worker's slots are written inside its
+        events, so this only sizes the overhead's ceiling."""
         src, dst = torch.empty_like(like), torch.empty_like(like)
         times = []
         for _ in range(5):
@@ -1034,7 +1041,11 @@ class Judge:
         slots = [side.sets[i] for i in idx]
         block = len(slots) > 1
         where = describe(shape)
-        msg = self.call_msg(slots[0], shape, block=slots if block else None)
+        # Every side is handed its slots as out=: a kernel that takes it writes there itself, one
+        # that does not has its result copied by its worker, inside its wall time. The null worker
+        # writes its slots inside its events, so the overhead subtracted from everyone's wall time
+        # holds no copy a kernel could skip (by writing the slot behind its worker's back).
+        msg = self.call_msg(slots[0], shape, block=slots if block else None, pass_out=True)
         self.last_load_ms = 0.0
         self.last_end = {}
         try:
@@ -1123,11 +1134,13 @@ class Judge:
             return [wall - o_med for wall in side.wall]
         return [max(rep, wall - o_med) for rep, wall in zip(side.reported, side.wall)]
 
-    def check_clock(self, side: Side, shape: Shape, o_med: float) -> None:
+    def check_clock(self, side: Side, shape: Shape, o_med: float, copy_ms: float = 0.0) -> None:
         if side.trusted or not side.reported:
             return
         rep = statistics.median(side.reported)
-        est = statistics.median(side.wall) - o_med - GAP_SLACK[self.device]
+        # A kernel without out= has its outputs copied outside its events (the null worker does
+        # not): allowed here, as the judge timed that copy. Its time still holds the copies.
+        est = statistics.median(side.wall) - o_med - GAP_SLACK[self.device] - side.calls * copy_ms
         share, slack = CLOCK_FLOOR[self.device]
         if rep < share * est - slack:
             n = side.calls
@@ -1156,7 +1169,7 @@ class Judge:
         row = self.shape_row(shape, sides, o_med)
         n = null.calls
         # Per call (a block's overhead shared by its calls), as the row's times are; per_block as
-        # the judge's clock saw it, and what the clock check and the clamp work with.
+        # the judge's clock saw it: its median is what the times subtract and the check allows.
         row["overhead_ms"] = {"median": o_med / n, "high": o_hi / n, "calls_per_block": n,
                               "per_block": {"median": o_med, "high": o_hi, "copy": copy_ms,
                                             "load": statistics.median(null.load) if null.load else None},
@@ -1172,7 +1185,7 @@ class Judge:
         self.pending_row = row  # kept in the result even when a check below fails
         for side in sides:
             if not side.failed:
-                self.check_clock(side, shape, o_med)
+                self.check_clock(side, shape, o_med, copy_ms)
                 self.check_busy_after(side, shape, idle_post)
         if any(s.failed for s in sides[1:]):  # a side dropped by a check: its columns go
             row = self.shape_row(shape, sides, o_med)
