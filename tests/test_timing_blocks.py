@@ -81,3 +81,19 @@ def test_an_identical_kernel_whose_events_under_report_is_no_faster_than_its_hon
         assert row["incumbent_ratio"] <= 1.0 + 1e-9, (device, row["incumbent_ratio"])
         assert row["time_ms"] * 4 >= sorted(work)[len(work) // 2] - 1e-9, row
         assert GAP_SLACK[device] >= 0 and CLOCK_FLOOR[device][0] < 0.92  # the lie is one the floor misses
+
+
+def test_the_null_worker_writes_its_slots_itself_so_its_overhead_holds_no_copy():
+    # The judge subtracts the null worker's protocol overhead from every kernel's wall time; a
+    # copy in it would be a gift to a kernel that skips its own (tests/hostile/r_gpu_skip_copy.py).
+    import argparse
+
+    import torch
+
+    from avo.evaluate.worker.__main__ import Target
+
+    null = Target(argparse.Namespace(kernel=None, baseline="null", role="null"))
+    assert null.takes_out  # so a timed call (pass_out) hands it the slot and no copy follows
+    q = torch.zeros(1, 8, 2, 16)
+    out = torch.full_like(q, float("nan"))
+    assert null.call(q, q, q, False, None, out) is out
