@@ -1,6 +1,9 @@
 """NOT OURS: FlashAttention-4 (the installed `flash_attn.cute` package, Tri Dao et al.) wrapped to
 the kernel contract, so it can be evaluated, used as an incumbent, or seed a search on sm_100a.
 Nothing of FA4 is copied here; this file only calls its public `flash_attn_func`.
+Its public API has no out=, so as a kernel under the evaluator each output is copied into the
+judge's slot inside this wrapper's time (~0.08 ms per call at b32 s1024 on an H200); the
+trusted `fa4` baseline, timed by its own events, pays no such copy. Compare the two with care.
 """
 
 from __future__ import annotations
