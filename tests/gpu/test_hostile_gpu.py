@@ -52,6 +52,14 @@ def test_r_the_honest_library_kernel_passes_when_libraries_are_allowed():
     assert r.score > 0
 
 
+# Timed calls pass out=; a kernel that calls the library only then must be seen calling it.
+def test_r_a_library_called_only_with_out_is_caught(tmp_path):
+    r = evaluate(kernel(tmp_path, "r_gpu_library_when_out"), SUITE, device="cuda", settings=BASE)
+    assert r.status == "incorrect", r.message
+    assert LIBRARY.search(r.message), r.message
+    assert r.own_code is False
+
+
 def test_r_a_hidden_library_call_is_caught_at_run_time(tmp_path):
     r = evaluate(kernel(tmp_path, "r_gpu_sdpa_hidden"), SUITE, device="cuda", settings=BASE)
     assert r.status == "incorrect", r.message
