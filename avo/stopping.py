@@ -37,6 +37,10 @@ def request(why: str) -> None:
 
 
 _deferred = [0]
+# A chained handler (submitit's checkpoint-and-requeue) of a signal that arrived inside a critical
+# block: called when the block ends. Dropping it lost the requeue of a job signalled while it
+# recorded an iteration (tests/test_sweep.py, seen on a loaded machine, 2026-12-04).
+_pending: list[tuple] = []
 
 
 @contextlib.contextmanager
@@ -49,6 +53,9 @@ def critical() -> Iterator[None]:
     finally:
         _deferred[0] -= 1
     if not _deferred[0]:
+        while _pending:
+            before, signum = _pending.pop(0)
+            before(signum, None)
         check()
 
 
@@ -70,9 +77,11 @@ def handlers() -> Iterator[None]:
     def on_signal(signum, frame):
         name = signal.Signals(signum).name
         request(name)
-        if _deferred[0]:
-            return  # raised when the critical block ends
         before = previous.get(signum)
+        if _deferred[0]:
+            if callable(before):
+                _pending.append((before, signum))
+            return  # raised (and the chained handler called) when the critical block ends
         if callable(before):
             before(signum, frame)  # e.g. submitit's checkpoint-and-requeue
         raise SearchStopped(name)
@@ -90,3 +99,4 @@ def reset() -> None:
     """For a new search in the same process (tests)."""
     requested.clear()
     _why.clear()
+    _pending.clear()

@@ -102,3 +102,30 @@ def test_a_logger_that_dies_is_dropped_and_the_run_goes_on(caplog):
     multi.iteration({"i": 2})
     assert alive.seen == [{"i": 1}, {"i": 2}] and len(multi.loggers) == 1
     assert "ConnectionResetError" in caplog.text
+
+
+def test_a_signal_inside_a_critical_block_still_reaches_the_chained_handler():
+    # submitit's USR2 handler checkpoints and requeues the job: a signal that arrived while the
+    # engine recorded an iteration (a critical block) used to skip it, and the job just ended.
+    import os
+    import signal as sig
+
+    from avo import stopping
+
+    calls = []
+    old = sig.signal(sig.SIGUSR2, lambda signum, frame: calls.append(signum))
+    stopping.reset()
+    try:
+        with pytest.raises(stopping.SearchStopped):
+            with stopping.handlers():
+                with stopping.critical():
+                    os.kill(os.getpid(), sig.SIGUSR2)
+                    for _ in range(1000):  # the handler runs between bytecodes of this thread
+                        if stopping.requested.is_set():
+                            break
+                    assert stopping.requested.is_set() and calls == []  # deferred, not lost
+                assert False, "the critical block's end should have raised"
+        assert calls == [sig.SIGUSR2]
+    finally:
+        sig.signal(sig.SIGUSR2, old)
+        stopping.reset()
