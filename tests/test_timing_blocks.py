@@ -62,25 +62,34 @@ def _side(name: str, reported: list[float], wall: list[float], trusted: bool = F
 
 
 def test_an_identical_kernel_whose_events_under_report_is_no_faster_than_its_honest_twin():
-    # The null worker's protocol overhead per block jitters (median 1.0 ms, p90 1.08); the honest
+    # The null worker's protocol overhead per block jitters (median 0.5 ms, p90 0.58); the honest
     # incumbent and the liar do the same 4 ms of work with the same overhead, and the liar's events
     # say 0.92x: a lie inside the clock check's floor. Before the clamp used the null worker's
     # median, it took each block at its wall time less median + GAP_SLACK: a 2 % gain for any liar.
     from avo.evaluate.judge.judge import CLOCK_FLOOR, GAP_SLACK
     from avo.suites import Shape
 
-    jitter = [0.0, 0.02, -0.02, 0.05, -0.05, 0.08, -0.08, 0.01, -0.01, 0.03, -0.03, 0.12, -0.12, 0.0, 0.04, -0.04]
+    # Half the samples below the median overhead, half above (no luck in the median).
+    jitter = [0.01, 0.02, -0.02, 0.05, -0.05, 0.08, -0.08, -0.01, -0.01, 0.03, -0.03, 0.12, -0.12, 0.02, 0.04, -0.04]
     work = [4.0 + 0.01 * (i % 3) for i in range(len(jitter))]
-    walls = [w + 1.0 + j for w, j in zip(work, jitter)]
+    walls = [w + 0.5 + j for w, j in zip(work, jitter)]
     shape = Shape(4, 2048, 16, 16, 128, False)
     for device in ("cuda", "cpu"):
-        null = _side("null", [1e-3] * len(walls), [1e-3 + 1.0 + j for j in jitter], trusted=True)
+        null = _side("null", [1e-3] * len(walls), [1e-3 + 0.5 + j for j in jitter], trusted=True)
         honest = _side("incumbent", work, walls)
         liar = _side("candidate", [0.92 * w for w in work], walls)
         row = _judge(device).summarize_shape(shape, [liar, honest, null], idle_post=0.0)
-        assert row["incumbent_ratio"] <= 1.0 + 1e-9, (device, row["incumbent_ratio"])
-        assert row["time_ms"] * 4 >= sorted(work)[len(work) // 2] - 1e-9, row
-        assert GAP_SLACK[device] >= 0 and CLOCK_FLOOR[device][0] < 0.92  # the lie is one the floor misses
+        assert CLOCK_FLOOR[device][0] < 0.92  # the lie is one the floor misses
+        if device == "cuda":
+            # The judge's clock alone: the same wall times, the same time, whatever the events say.
+            assert abs(row["incumbent_ratio"] - 1.0) < 1e-12, row["incumbent_ratio"]
+        else:
+            # On a CPU the events count where the clock allows: the liar's time is the clock's on
+            # every sample, the honest twin's its events where its overhead fell below the median,
+            # so the liar gains at most the overhead's spread below its median (here 0.12 of 4 ms),
+            # against GAP_SLACK plus that before 2026-12-04 (1.016x with these numbers on a GPU).
+            assert row["incumbent_ratio"] <= 1.0 + 0.12 / 4.0, row["incumbent_ratio"]
+        assert GAP_SLACK[device] >= 0
 
 
 def test_the_null_worker_writes_its_slots_itself_so_its_overhead_holds_no_copy():
