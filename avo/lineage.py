@@ -1,7 +1,7 @@
 """The lineage: a git repository (`lineage/` in the run dir), one commit per accepted version.
 
 Commit 0 is the seed; every later commit is an accepted candidate. The kernel lives in
-`kernel.py`; the message is the operator's rationale followed by trailers (`Candidate: 7`,
+`kernel.py`, a package's files under `kernel/`; the message is the operator's rationale followed by trailers (`Candidate: 7`,
 `Operator: knob`, `Score: 12.3`, `Speedup-vs-cudnn: 1.02`, ...), so `git log` alone tells the
 story of the run. Plain `git` through subprocess; identity and signing are set per call so it
 works without (and regardless of) the user's global git config.
@@ -10,13 +10,17 @@ works without (and regardless of) the user's global git config.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from avo import package
+
 DIRNAME = "lineage"
 KERNEL = "kernel.py"
+PACKAGE_DIR = "kernel"  # a package's files (avo.package), when the version is one
 _TRAILER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*): (.*)$")
 # core.autocrlf=false: a commit holds the kernel's exact bytes whatever the user's git config says.
 _IDENTITY = ("-c", "user.name=avo", "-c", "user.email=avo@localhost", "-c", "commit.gpgsign=false",
@@ -108,11 +112,23 @@ class Lineage:
 
     def commit(self, source: str, rationale: str, trailers: dict[str, object],
                extra_files: dict[str, str] | None = None) -> str:
-        """Write the kernel (and extra files), commit, return the new sha."""
-        for name, text in {KERNEL: source, **(extra_files or {})}.items():
+        """Write the kernel (and extra files), commit, return the new sha. A package's files go
+        under `kernel/` (a single file is `kernel.py`), so a commit holds exactly one of the two."""
+        pkg = package.parse(source)
+        self._git("rm", "-r", "-q", "--cached", "--ignore-unmatch", "--", KERNEL, PACKAGE_DIR)
+        for old in (self.path / KERNEL, self.path / PACKAGE_DIR):
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
+        for name, text in (extra_files or {}).items():
             (self.path / name).unlink(missing_ok=True)  # a planted symlink: replaced, not written through
             (self.path / name).write_bytes(text.encode())
-        self._git("add", "--", KERNEL, *(extra_files or {}))
+        if pkg.single:
+            (self.path / KERNEL).write_bytes(source.encode())
+        else:
+            pkg.write(self.path / PACKAGE_DIR)
+        self._git("add", "--", KERNEL if pkg.single else PACKAGE_DIR, *(extra_files or {}))
         self._git("commit", "-q", "--no-verify", "--allow-empty", "-F", "-",
                   stdin=format_message(rationale, trailers))
         return self.head()
@@ -153,22 +169,43 @@ class Lineage:
         return ref
 
     def show(self, ref: str | int = "HEAD") -> str:
-        """The kernel source of a version (index, sha or any git revision)."""
-        return self._git("show", f"{self._ref(ref)}:{KERNEL}")
+        """The kernel of a version (index, sha or any git revision): its candidate text (the
+        source of a single file; a package's canonical text, avo.package)."""
+        return self.blob(ref).decode()
 
-    def blob(self, ref: str | int = "HEAD") -> bytes:
-        """The kernel file of a version byte for byte (show() decodes it as text): what a file
-        restored from the lineage is written from. No filter or textconv applies to cat-file."""
-        proc = subprocess.run(["git", *_IDENTITY, "-C", str(self.path), "cat-file", "blob",
-                               f"{self._ref(ref)}:{KERNEL}"], capture_output=True)
+    def _cat(self, spec: str) -> bytes:
+        proc = subprocess.run(["git", *_IDENTITY, "-C", str(self.path), "cat-file", "blob", spec], capture_output=True)
         if proc.returncode != 0:
-            raise LineageError(f"git cat-file blob {ref}:{KERNEL} failed in {self.path}: "
+            raise LineageError(f"git cat-file blob {spec} failed in {self.path}: "
                                f"{proc.stderr.decode(errors='replace').strip()}")
         return proc.stdout
 
+    def blob(self, ref: str | int = "HEAD") -> bytes:
+        """The kernel of a version byte for byte: what a file restored from the lineage is written
+        from, and what its hash is checked on. No filter or textconv applies to cat-file."""
+        rev = self._ref(ref)
+        listing = self._git("ls-tree", "-r", "-z", "--full-tree", rev, "--", KERNEL, PACKAGE_DIR)
+        entries = [e.split("\t", 1) for e in listing.split("\0") if e]
+        single = [path for meta, path in entries if path == KERNEL]
+        if single or not entries:
+            return self._cat(f"{rev}:{KERNEL}")  # (an error naming the file when neither is there)
+        files = {}
+        for meta, path in entries:
+            mode, kind, obj = meta.split()
+            if kind != "blob" or mode not in ("100644", "100755"):
+                raise LineageError(f"{rev}:{path} is not a plain file")
+            try:
+                files[path[len(PACKAGE_DIR) + 1:]] = self._cat(obj).decode()
+            except UnicodeDecodeError:
+                raise LineageError(f"{rev}:{path} is not UTF-8 text") from None
+        try:
+            return package.Package(files).text().encode()
+        except package.PackageError as exc:
+            raise LineageError(f"{rev}:{PACKAGE_DIR}/ is not a kernel package: {exc}") from None
+
     def diff(self, a: str | int, b: str | int = "HEAD") -> str:
-        """Unified diff of the kernel between two versions."""
-        return self._git("diff", self._ref(a), self._ref(b), "--", KERNEL)
+        """Unified diff of the kernel (every file of a package) between two versions."""
+        return package.diff(self.show(a), self.show(b))
 
     def log_text(self, limit: int | None = None) -> str:
         """One line per version: index, short sha, candidate, score, subject (newest last)."""

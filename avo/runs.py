@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from avo import package
 from avo.archive import FILENAME, Archive, DamagedArchive, Version, source_hash
 from avo.errors import fail
 from avo.lineage import Lineage, LineageError
@@ -139,14 +140,23 @@ def cmd_export(run: str, which: Optional[str], out: str) -> int:
     with _open(run) as arch:
         v = _version(arch, which)
     source = _kernel(run, v)
+    pkg = package.parse(source)
     dest = Path(out)
-    if dest.is_dir():
-        dest = dest / f"kernel_v{v.version}.py"
     try:
-        dest.write_text(source)
+        if pkg.single:
+            if dest.is_dir():
+                dest = dest / f"kernel_v{v.version}.py"
+            dest.write_text(source)
+        else:  # a package: its files into a directory (`kernel_vN/` inside an existing one)
+            if dest.is_dir():
+                dest = dest / f"kernel_v{v.version}"
+            if dest.exists():
+                fail(f"{dest} exists; export a package into a new directory")
+            pkg.write(dest)
     except OSError as exc:
         fail(f"cannot write {dest}: {exc.strerror or exc}")
-    print(f"wrote {dest} (v{v.version}, score {_score(v.score)} {UNIT})")
+    what = "" if pkg.single else f" package: {len(pkg.files)} files, entry {package.ENTRY}"
+    print(f"wrote {dest} (v{v.version}, score {_score(v.score)} {UNIT}){what}")
     return 0
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Optional, Sequence
 
-from avo import stopping
+from avo import package, stopping
 from avo.config import ConfigError, EvaluatorConfig
 from avo.evaluate.plan import (ACCEPT_Z, BASELINES, INTERVAL_Z, NOISE_FLOOR, STAGES, correctness_shapes, exit_text,
                                resolve_suite, settings_dict, shape_dict, stage_limits)
@@ -62,8 +62,17 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
     CUDA_VISIBLE_DEVICES). `hide`: paths no worker may see (the run dir). `allow_library`: a seed
     that wraps a library attention may run (its result says own_code false); candidates may not.
     `progress(stage, shape)`: called as the evaluation moves on (for a live display)."""
-    kernel_path = _existing(kernel, "kernel")
-    incumbent_path = _existing(incumbent, "incumbent") if incumbent is not None else None
+    with tempfile.TemporaryDirectory(prefix="avo-pack-") as tmp:
+        return _evaluate(_candidate(kernel, "kernel", Path(tmp)),
+                         _candidate(incumbent, "incumbent", Path(tmp)) if incumbent is not None else None,
+                         suite, device=device, settings=settings, baselines=baselines, timeout=timeout,
+                         stages=stages, env=env, hide=hide, allow_library=allow_library, progress=progress)
+
+
+def _evaluate(kernel_path: Path, incumbent_path: Optional[Path], suite: str | Sequence[Shape], *, device: str,
+              settings: Any, baselines: Sequence[str], timeout: Optional[float], stages: Sequence[str],
+              env: Optional[dict[str, str]], hide: Sequence[str | Path], allow_library: bool,
+              progress: Optional[Callable[[str, Optional[str]], None]]) -> EvalResult:
     if device not in ("cuda", "cpu"):
         raise UsageError(f"device {device!r} is not one of cuda, cpu")
     try:
@@ -99,8 +108,20 @@ def evaluate(kernel: str | Path, suite: str | Sequence[Shape], *, device: str = 
     return _run(job, backstop, timeout, env, progress)
 
 
-def _existing(path: str | Path, what: str) -> Path:
+def _candidate(path: str | Path, what: str, tmp: Path) -> Path:
+    """The file the judge reads: a kernel file (`.py`, or a package's `.avopkg` text) as it is, or
+    a package directory (entry `kernel.py`) packed into one text under `tmp`. A file is never
+    packed with its neighbours: what the caller hashed is what is evaluated."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        try:
+            pkg = package.load(p, strict=False)
+        except package.PackageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
+        out = tmp / what / package.file_name(pkg.text())
+        out.parent.mkdir()
+        out.write_text(pkg.text())
+        return out
     if not p.is_file():
         raise UsageError(f"{what} file not found: {path}")
     return p.resolve()

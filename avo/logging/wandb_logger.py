@@ -14,6 +14,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+from avo import package
 from avo.config import ConfigError
 
 ID_FILE = "wandb_id"
@@ -70,7 +71,14 @@ class WandbLogger:
 
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name) or "avo"
         art = wandb.Artifact(f"{base}-kernel", type="kernel", metadata=dict(version))
-        art.add_file(str(kernel_path), name="kernel.py")
+        text = Path(kernel_path).read_text()
+        pkg = package.parse(text)
+        if pkg.single:
+            art.add_file(str(kernel_path), name="kernel.py")
+        else:  # a package: every file under its own name
+            for rel, body in sorted(pkg.files.items()):
+                with art.new_file(rel, mode="w") as f:
+                    f.write(body)
         self.run.log_artifact(art, aliases=[f"v{version['version']}", "best"])
 
     def lineage(self, rows, step) -> None:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from avo import package
 from avo.config import ConfigError
 from avo.operators.base import FatalOperatorError, OperatorError, Proposal, VariationContext
 from avo.prompts import load as load_prompt
@@ -312,7 +313,7 @@ def incumbent_path(ctx: VariationContext, cand_dir: Path) -> Path:
     best = ctx.archive.best() if ctx.archive is not None and hasattr(ctx.archive, "best") else None
     if best is not None and best.path and (Path(ctx.run_dir) / best.path).is_file():
         return Path(ctx.run_dir) / best.path
-    path = cand_dir / "incumbent.py"
+    path = cand_dir / ("incumbent" + Path(package.file_name(ctx.parent_source)).suffix)
     path.write_text(ctx.parent_source)
     return path
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from avo import package
 from avo.config import ConfigError
 from avo.operators.agent import (TRANSCRIPT_NAME, build_knowledge, candidate_dir, load_prompt, make_toolbox,
                                  prompt_fields, render)
@@ -228,8 +229,9 @@ class CliAgent:
             raise self._fail(transcript, f"{why} without `avo tool submit`"
                              + (f"; its last output: {' | '.join(tail)[-400:]}" if tail else ""), t0, secrets)
         rationale = redact_text(sub.rationale, secrets)
-        (cand_dir / "submission.json").write_text(json.dumps({"rationale": rationale, "kernel": "submission.py"}))
-        (cand_dir / "submission.py").write_text(sub.source)
+        name = "submission" + Path(package.file_name(sub.source)).suffix
+        (cand_dir / "submission.json").write_text(json.dumps({"rationale": rationale, "kernel": name}))
+        (cand_dir / name).write_text(sub.source)
         transcript.write("stop", reason="submitted", submitted=True, returncode=proc.returncode,
                          elapsed_s=round(self._clock() - t0, 2), evaluations=tools.state.evaluations,
                          timed_out=timed_out)

@@ -1,6 +1,6 @@
 """The classical fixed-mutation operator: change declared KNOBS, no LLM.
 
-It reads the kernel's `KNOBS = {...}` and `KNOB_SPACE = {...}` literals with `ast`, moves
+It reads the kernel's (a package's entry module's) `KNOBS = {...}` and `KNOB_SPACE = {...}` literals with `ast`, moves
 `agent.knobs_per_step` knobs (twice as many when the supervisor intervenes) to a neighbouring
 allowed value, and rewrites only the value tokens inside the KNOBS literal, so every other byte of
 the file, comments included, is unchanged. Configurations whose source hash is already in the
@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from avo import package
 from avo.archive import source_hash
 from avo.operators.base import OperatorError, Proposal, VariationContext
 
@@ -115,7 +116,8 @@ class KnobOperator:
         self.head_dims = set(head_dims) if head_dims is not None else None
 
     def propose(self, ctx: VariationContext) -> Proposal:
-        spec = reachable(parse_knobs(ctx.parent_source), self.head_dims)
+        entry = package.entry_source(ctx.parent_source)  # a package's KNOBS live in its kernel.py
+        spec = reachable(parse_knobs(entry), self.head_dims)
         seen = ctx.archive.seen_hashes() if ctx.archive is not None else set()
         seen.add(source_hash(ctx.parent_source))
         step = self.knobs_per_step * (2 if ctx.directive else 1)
@@ -127,7 +129,7 @@ class KnobOperator:
         rng = random.Random(mates["seed"]) if shared else ctx.rng
         skip = int(mates.get("index", 0)) if shared else 0
         for config, note in self._candidates(spec, rng, step):
-            source = rewrite_knobs(ctx.parent_source, spec, config)
+            source = package.with_entry(ctx.parent_source, rewrite_knobs(entry, spec, config))
             h = source_hash(source)
             if h in seen:
                 continue

@@ -12,13 +12,14 @@ read_file, replace_in_file, write_file, workspace_diff, compile, test, bench, su
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from avo import package
 from avo.operators.workspace import SandboxError, Workspace
 
 MAX_OUTPUT = 12_000  # characters of one tool result shown to the model
@@ -255,7 +256,7 @@ class ToolBox:
         except LineageError as exc:
             raise ToolError(str(exc)) from None
         trailers = "\n".join(f"{k}: {val}" for k, val in v.trailers.items())
-        return f"version {v.index} ({v.sha[:10]})\n{v.rationale}\n{trailers}\n\n{source}"
+        return f"version {v.index} ({v.sha[:10]})\n{v.rationale}\n{trailers}\n\n{package.render(source)}"
 
     def lineage_diff(self, a: int, b: int) -> str:
         from avo.lineage import LineageError
@@ -376,11 +377,7 @@ class ToolBox:
         return self.state.workspace.write(path, content)
 
     def workspace_diff(self) -> str:
-        ws = self.state.workspace
-        diff = difflib.unified_diff(self.state.parent_source.splitlines(keepends=True),
-                                    ws.kernel_source().splitlines(keepends=True),
-                                    f"a/{ws.kernel_file}", f"b/{ws.kernel_file}")
-        return "".join(diff) or "(no changes yet)"
+        return package.diff(self.state.parent_source, self.state.workspace.kernel_source()) or "(no changes yet)"
 
     # evaluation ---------------------------------------------------------------------------------
 
@@ -399,16 +396,20 @@ class ToolBox:
             if left <= 1.0:
                 raise ToolError("the variation's wall time is used up; submit now or stop")
             kwargs["timeout"] = left  # an evaluation never outlives the variation's wall time
-        # Only a kernel file of the workspace's own is evaluated: were it a link to a file outside,
-        # the evaluator's error (a SyntaxError quoting the line) would show the model that file.
+        # Only files of the workspace's own are evaluated: were one a link to a file outside, the
+        # evaluator's error (a SyntaxError quoting the line) would show the model that file. The
+        # text read here is what is evaluated (a private copy), so the `passed` record below is
+        # about exactly the bytes the evaluator saw.
         ws = self.state.workspace
-        kernel = ws.file(ws.kernel_file)
-        source = kernel.read_text()
+        source = ws.kernel_source()
         if incumbent is not None and (Path(incumbent).is_symlink() or not Path(incumbent).is_file()):
             raise ToolError("the incumbent's file is not available")
         self.state.evaluations += 1
         t0 = time.monotonic()
-        result = self.state.evaluate(kernel, **kwargs)
+        with tempfile.TemporaryDirectory(prefix="avo-tool-") as tmp:
+            kernel = Path(tmp) / package.file_name(source)
+            kernel.write_text(source)
+            result = self.state.evaluate(kernel, **kwargs)
         self.state.last_result, self.state.last_result_source = result, source
         if "correctness" in stages and getattr(result, "status", None) == "ok":
             self.state.passed.add(source)

@@ -7,8 +7,10 @@ file with one name: a hard link may be a second name of a file outside (the run'
 candidate's kernel), which no path check can see. Code the agent runs (its kernel, in the
 evaluator) can plant such links, so the kernel file itself is read the same way.
 
-The workspace holds one kernel file, `kernel.py`, the version being varied; the agent may add
-helper files beside it, but only the kernel is submitted.
+The workspace holds the version being varied: its entry module `kernel.py` and, for a package
+(avo.package), the modules it imports relatively. What is submitted is the kernel's package as it
+is at submit time: `kernel.py` and every module it imports relatively, found from its imports (a
+helper the kernel imports joins it; a scratch script nothing imports stays out).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+
+from avo import package
 
 KERNEL_FILE = "kernel.py"
 # Whole-file writes are for small files; larger edits go through exact search/replace, which
@@ -35,11 +39,16 @@ class Workspace:
 
     @classmethod
     def create(cls, root: str | Path, source: str, kernel_file: str = KERNEL_FILE) -> "Workspace":
-        """A workspace holding `source` as its kernel (the directory is created if needed)."""
+        """A workspace holding the candidate text `source` (one file, or a package's files) as its
+        kernel (the directory is created if needed)."""
         Path(root).mkdir(parents=True, exist_ok=True)
         ws = cls(root, kernel_file)
-        ws.kernel_path.unlink(missing_ok=True)  # a link left by earlier code: replaced, not written through
-        ws.kernel_path.write_text(source)
+        pkg = package.parse(source)
+        if pkg.single:
+            ws.kernel_path.unlink(missing_ok=True)  # a link left by earlier code: replaced, not written through
+            ws.kernel_path.write_text(source)
+        else:
+            pkg.write(ws.root)  # (Package.write replaces links too)
         return ws
 
     @property
@@ -47,7 +56,13 @@ class Workspace:
         return self.root / self.kernel_file
 
     def kernel_source(self) -> str:
-        return self.file(self.kernel_file).read_text()
+        """The candidate text of the kernel as it is now: `kernel.py` alone, or the package of
+        the modules it imports relatively."""
+        self.file(self.kernel_file)  # the kernel itself: a regular file of the workspace's own
+        try:
+            return package.from_entry(self.kernel_path).text()
+        except package.PackageError as exc:
+            raise SandboxError(str(exc)) from None
 
     def resolve(self, path: str) -> Path:
         """The absolute path inside the workspace that `path` names, or SandboxError."""

@@ -30,7 +30,6 @@ a killed round loses at most its k in-flight steps; rows stay contiguous.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import os
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from avo import stopping
+from avo import package, stopping
 from avo.archive import Archive, Candidate, Version, source_hash
 from avo.config import ConfigError
 from avo.evaluate.result import EvalResult
@@ -340,8 +339,8 @@ class Engine:
         if self.archive.best() is not None:
             return
         seed = seed() if callable(seed) else seed
-        kernel = cand_dir(self.run_dir, 0) / "kernel.py"
         source, h = seed.source, source_hash(seed.source)
+        kernel = cand_dir(self.run_dir, 0) / package.file_name(source)
         if results.file_digest(kernel) != h:  # new, or the seed was changed
             write_atomic(kernel, source)
         # A seed may wrap a library's attention (the B200 FA4 seed): it runs, its result says
@@ -502,7 +501,7 @@ class Engine:
             record.update(rationale=self._redact(proposal.rationale), tokens=proposal.tokens,
                           cost_usd=proposal.cost_usd, transcript=proposal.transcript, error=None,
                           kernel_sha256=source_hash(source))
-            write_atomic(d / "kernel.py", source)
+            write_atomic(d / package.file_name(source), source)
         except FatalOperatorError:
             raise  # not recorded: the search stops, and a resume proposes this iteration again
         except OperatorError as exc:
@@ -542,8 +541,9 @@ class Engine:
                     todo.append(n)
                 hashes.add(h)
         evaluated = concurrently([
-            lambda n=n: self._evaluate(n, "candidate", cand_dir(self.run_dir, n) / "kernel.py",
-                                       proposals[n]["source"], proposals[n]["kernel_sha256"]) for n in todo])
+            lambda n=n, src=proposals[n]["source"]: self._evaluate(
+                n, "candidate", cand_dir(self.run_dir, n) / package.file_name(src), src, proposals[n]["kernel_sha256"])
+            for n in todo])
         done = dict(zip(todo, evaluated))
         return [self._decide(n, proposals[n], done.get(n), t_start) for n in ns]
 
@@ -562,13 +562,11 @@ class Engine:
         version = None
         result = confirm = None
         if p["error"] is None:
-            kernel = d / "kernel.py"
             source = p["source"]
+            kernel = d / package.file_name(source)
             parent_source = self._version_source(self.archive.version_of(p["parent"]))
             cand.source_hash = p["kernel_sha256"]
-            cand.diff = "".join(difflib.unified_diff(
-                parent_source.splitlines(keepends=True), source.splitlines(keepends=True),
-                f"candidates/{p['parent']:04d}/kernel.py", f"candidates/{n:04d}/kernel.py"))
+            cand.diff = package.diff(parent_source, source, f"candidates/{p['parent']:04d}", f"candidates/{n:04d}")
             same = self._same_source(cand.source_hash, versions)
             if same is not None:
                 cand.status, cand.verdict, cand.score = DUPLICATE, DUPLICATE, same[1]

@@ -72,7 +72,9 @@ class FakeEvaluator:
         self.calls: list[dict[str, Any]] = []
 
     def _score_of(self, path: str | Path) -> Optional[float]:
-        source = Path(path).read_text()
+        from avo import package
+
+        source = package.entry_source(Path(path).read_text())
         if "raise_compile_error" in source:
             return None
         return float(self.score(parse_knobs(source).values))
@@ -80,7 +82,7 @@ class FakeEvaluator:
     def __call__(self, kernel: str | Path, suite: Any = None, *, incumbent: str | Path | None = None,
                  stages=None, timeout: float | None = None, **_: Any) -> EvalResult:
         self.calls.append({"kernel": str(kernel), "incumbent": str(incumbent) if incumbent else None,
-                           "stages": tuple(stages or ())})
+                           "stages": tuple(stages or ()), "source": Path(kernel).read_text()})
         score = self._score_of(kernel)
         if score is None:
             return EvalResult(status=COMPILE_ERROR, stage="compile", message="SyntaxError: fake failure",

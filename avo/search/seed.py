@@ -1,6 +1,7 @@
 """Where the first version of the lineage comes from.
 
-`hardware.seed_kernel` is a file ("kernels/....py", relative to the cwd or the repo root) or an
+`hardware.seed_kernel` is a file ("kernels/....py", relative to the cwd or the repo root), a
+package directory (its `kernel.py` and the modules it imports relatively: avo.package), or an
 installed module ("module:pkg.mod", whose source file is copied); `search.transfer_from` (a run
 dir) overrides both with that run's best version, recorded in the lineage's first commit.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from avo import package
 from avo.archive import open_run
 from avo.config import ConfigError
 from avo.lineage import Lineage, LineageError
@@ -36,10 +38,16 @@ def from_module(name: str) -> Seed:
 
 
 def from_file(path: str) -> Seed:
+    """A kernel file, or a package: a directory with `kernel.py`, or a `kernel.py` that imports
+    modules beside it relatively (they come with it)."""
     p = resolve(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"seed kernel {path!r} does not exist (looked for {p})")
-    return Seed(p.read_text(), str(path))
+    try:
+        pkg = package.load(p.resolve(), strict=False)
+    except package.PackageError as exc:
+        raise ConfigError(f"seed kernel {path!r}: {exc}") from None
+    return Seed(pkg.text(), str(path) if pkg.single else f"{path} (package: {', '.join(sorted(pkg.files))})")
 
 
 def from_run(run_dir: str) -> Seed:

@@ -61,6 +61,7 @@ from avo.evaluate.judge.reference import compare, describe, make_inputs, referen
 from avo.evaluate.judge.timing import L2Flush, median_log_se, percentile, spread
 from avo.evaluate.judge.workers import WorkerGone, WorkerProc, WorkerSpec
 from avo.evaluate.plan import shape_from
+from avo import package
 from avo.evaluate.result import COMPILE_ERROR, CRASH, IMPORT_ERROR, INCORRECT, OK, TIMEOUT
 from avo.suites import Shape
 
@@ -618,10 +619,16 @@ class Judge:
         self.sources = {"candidate": hashlib.sha256(source).hexdigest()}
         if inc_source is not None:
             self.sources["incumbent"] = hashlib.sha256(inc_source).hexdigest()
+        try:  # what a package may hold is checked before any file of it is written
+            cand_pkg = package.parse(source.decode(errors="replace"))
+        except package.PackageError as exc:
+            raise StageFailure(IMPORT_ERROR, f"the kernel is not a valid candidate: {exc}") from None
         if self.device == "cuda" and self.s.get("own_code_only", True):
-            why = owncode.static_violation(source.decode(errors="replace"))
-            if why:
-                self.library_use(why)
+            for rel in cand_pkg.modules():  # every module: a helper's import counts as the kernel's
+                why = owncode.static_violation(cand_pkg.files[rel])
+                if why:
+                    self.library_use(why if cand_pkg.single else f"{why} in {rel}")
+                    break
         need = self.arena_bytes()
         self.cand = self.start_worker(WorkerSpec("candidate", self.device, kernel_source=source,
                                                   kernel_name=Path(self.job["kernel"]).name, arena_bytes=need))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from avo import package
 from avo.evaluate import sandbox
 from avo.evaluate.judge.arena import Arena
 from avo.evaluate.plan import exit_text
@@ -66,9 +67,13 @@ class WorkerProc:
         if spec.kernel_source is not None:
             # The worker imports its own copy: what the candidate does to files on disk later
             # cannot change what this evaluation measures.
-            kernel = scratch / (spec.kernel_name or "kernel.py")
-            kernel.write_bytes(spec.kernel_source)
-            argv += ["--kernel", str(kernel)]
+            text = spec.kernel_source.decode(errors="replace")
+            if package.is_package_text(text):  # parsed by the judge before: its paths stay inside
+                argv += ["--kernel", str(package.parse(text).write(scratch / "kernel")), "--package"]
+            else:
+                kernel = scratch / (spec.kernel_name or "kernel.py")
+                kernel.write_bytes(spec.kernel_source)
+                argv += ["--kernel", str(kernel)]
         else:
             argv += ["--baseline", str(spec.baseline)]
         # One Unix socket pair for commands and replies: a pipe could be reopened through

@@ -59,6 +59,7 @@ class Target:
 
     def __init__(self, args: argparse.Namespace):
         self.path = args.kernel
+        self.package = bool(args.package)
         self.context = None
         self.null = args.baseline == "null"
         self._null_out: dict[tuple, torch.Tensor] = {}
@@ -70,7 +71,7 @@ class Target:
             # measures on it (and subtracts from every kernel's wall time) holds no output copy.
             self.takes_out = True
         elif args.kernel:
-            module = load_kernel(args.kernel, tag=args.role)
+            module = load_kernel(args.kernel, tag=args.role, package=self.package)
             self.fn: Callable = module.attention
             self.takes_out = accepts_out(self.fn)
             self.baseline = None
@@ -263,7 +264,8 @@ class Worker:
                 else:
                     reply = {"error": f"unknown op {op!r}"}
             except Exception as exc:  # the kernel raised: say what, let the judge decide
-                reply = {"error": format_exception(exc, self.target.path if self.target else None),
+                reply = {"error": format_exception(exc, self.target.path if self.target else None,
+                                                   bool(self.target and self.target.package)),
                          "oom": isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc),
                          "not_implemented": isinstance(exc, NotImplementedError)}
             self.replies.send(op=op, nonce=msg.get("nonce"), **reply)
@@ -335,6 +337,7 @@ def main() -> None:
     p.add_argument("--device", required=True)
     p.add_argument("--role", default="candidate")
     p.add_argument("--kernel")
+    p.add_argument("--package", action="store_true", help="--kernel is the entry module of a package")
     p.add_argument("--baseline")
     args = p.parse_args()
     replies = Replies(args.reply_fd)
@@ -353,7 +356,7 @@ def main() -> None:
         replies.send(op="ready", error=str(exc), kind="unavailable")
         os._exit(0)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt from a module are import errors too
-        replies.send(op="ready", error=f"importing the kernel raised:\n{format_exception(exc, args.kernel)}",
+        replies.send(op="ready", error=f"importing the kernel raised:\n{format_exception(exc, args.kernel, args.package)}",
                      kind="import")
         os._exit(0)
     replies.send(op="ready", takes_out=worker.target.takes_out)

@@ -20,13 +20,26 @@ class ContractError(Exception):
     """The module imported but does not expose the kernel contract."""
 
 
-def load_kernel(path: str | Path, tag: str = "kernel") -> ModuleType:
-    """Import `path` under a unique module name (two versions of a kernel can live in one process)."""
+def load_kernel(path: str | Path, tag: str = "kernel", package: bool = False) -> ModuleType:
+    """Import `path` under a unique module name (two versions of a kernel can live in one process).
+    `package`: the file is the entry module of a package (its directory), imported as a submodule
+    of it so that its relative imports resolve there."""
     path = Path(path).resolve()
-    digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
-    stem = re.sub(r"\W", "_", path.stem)
-    name = f"avo_{tag}_{stem}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    if package:
+        module = _import_entry(path, tag)
+    else:
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+        stem = re.sub(r"\W", "_", path.stem)
+        module = _exec(f"avo_{tag}_{stem}_{digest}", path)
+    fn = getattr(module, "attention", None)
+    if not callable(fn):
+        raise ContractError(
+            f"{path.name} defines no attention(q, k, v, causal=False, softmax_scale=None) function")
+    return module
+
+
+def _exec(name: str, path: Path, search: list[str] | None = None) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=search)
     if spec is None or spec.loader is None:
         raise ContractError(f"{path} is not an importable Python file")
     module = importlib.util.module_from_spec(spec)
@@ -36,11 +49,23 @@ def load_kernel(path: str | Path, tag: str = "kernel") -> ModuleType:
     except BaseException:
         sys.modules.pop(name, None)
         raise
-    fn = getattr(module, "attention", None)
-    if not callable(fn):
-        raise ContractError(
-            f"{path.name} defines no attention(q, k, v, causal=False, softmax_scale=None) function")
     return module
+
+
+def _import_entry(entry: Path, tag: str) -> ModuleType:
+    root = entry.parent
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    name = f"avo_{tag}_pkg_{h.hexdigest()[:12]}"
+    if (root / "__init__.py").is_file():
+        _exec(name, root / "__init__.py", [str(root)])
+    else:  # a namespace for the package's modules: nothing runs before the entry
+        pkg = ModuleType(name)
+        pkg.__path__ = [str(root)]
+        pkg.__package__ = name
+        sys.modules[name] = pkg
+    return importlib.import_module(f"{name}.{entry.stem}")
 
 
 def accepts_out(fn: Callable) -> bool:
@@ -60,19 +85,26 @@ def shorten(text: str, limit: int = MAX_MESSAGE) -> str:
     return f"{text[:half]}\n... [{len(text) - 2 * half} chars cut] ...\n{text[-half:]}"
 
 
-def format_exception(exc: BaseException, kernel_path: str | Path | None = None) -> str:
-    """The last few frames (frames in the kernel file always kept) and the exception's own text."""
+def format_exception(exc: BaseException, kernel_path: str | Path | None = None, package: bool = False) -> str:
+    """The last few frames (frames in the kernel's files always kept) and the exception's own
+    text. `package`: every file under the kernel's directory is the kernel's, named relative to it."""
     tb = traceback.extract_tb(exc.__traceback__)
     kernel_file = str(Path(kernel_path).resolve()) if kernel_path else None
+    root = str(Path(kernel_path).resolve().parent) + "/" if kernel_path and package else None
+
+    def mine(filename: str) -> bool:
+        return filename == kernel_file or (root is not None and filename.startswith(root))
+
     # Drop our own frames: the agent can act only on its kernel and the libraries it calls.
     ours = str(Path(__file__).resolve().parent)
     frames = [f for f in tb if not f.filename.startswith((ours, "<frozen"))]
-    keep = [f for f in frames if f.filename == kernel_file][-_FRAMES:]
+    keep = [f for f in frames if mine(f.filename)][-_FRAMES:]
     tail = frames[-_FRAMES:]
     chosen = [f for f in frames if f in keep or f in tail]
     lines = []
     for f in chosen:
-        where = Path(f.filename).name if f.filename == kernel_file else f.filename
+        where = (f.filename[len(root):] if root and f.filename.startswith(root) else Path(f.filename).name) \
+            if mine(f.filename) else f.filename
         lines.append(f'  File "{where}", line {f.lineno}, in {f.name}')
         if f.line:
             lines.append(f"    {f.line.strip()}")
