@@ -52,6 +52,12 @@ def check_agent_command(cfg: DictConfig) -> None:
             f"agent's command line (or run without an external agent: agent=knob)")
 
 
+def seed_source_check(source) -> str:
+    from avo.search.seed import source_check
+
+    return source_check(source)
+
+
 def plan(cfg: DictConfig, run_dir: str) -> str:
     shapes = len(cfg.attention.shapes)
     return "\n".join([
@@ -59,6 +65,9 @@ def plan(cfg: DictConfig, run_dir: str) -> str:
         f"run dir      {run_dir}",
         f"hardware     {cfg.hardware.name} ({cfg.hardware.arch}, {cfg.hardware.device})",
         f"seed kernel  {cfg.hardware.seed_kernel}" + (f"  [{cfg.hardware.seed_note}]" if cfg.hardware.seed_note else ""),
+        *([f"seed source  {src.package} [{', '.join(src.modules)}] copied under {src.into}/ at run start from "
+           f"{src.distribution or src.package}" + (f" {src.version}" if src.version else "")
+           + f"; {seed_source_check(src)}"] if (src := cfg.hardware.get("seed_source")) else []),
         f"suite        {cfg.attention.suite} ({shapes} shapes)",
         f"operator     {cfg.agent.kind}" + (f" with model {cfg.model.name}" if cfg.model.name else ""),
         f"search       {cfg.search.strategy}, {cfg.search.max_iterations} iterations, seed {cfg.search.seed}"

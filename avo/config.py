@@ -127,13 +127,26 @@ class AttentionConfig:
 
 
 @dataclass
+class SeedSourceConfig:
+    """Installed modules copied into the seed package at run start (avo/seeds/vendor.py), beside
+    the seed_kernel file, which becomes the package's kernel.py and imports them relatively."""
+    package: str = MISSING  # the installed package they come from, e.g. flash_attn.cute
+    modules: list[str] = field(default_factory=list)  # entry modules; what they import comes too
+    into: str = "vendored"  # the subpackage of the seed they are copied into
+    distribution: Optional[str] = None  # e.g. flash-attn-4: named in the install hint
+    version: Optional[str] = None  # pinned: a run refuses to start on another installed version
+
+
+@dataclass
 class HardwareConfig:
     name: str = MISSING
     arch: str = MISSING  # sm_90a | sm_100a | cpu
     device: str = "cuda"  # cuda | cpu
-    # A file under the repo ("kernels/...py") or an installed module ("module:pkg.mod").
+    # A file under the repo ("kernels/...py"), a package directory (its kernel.py and the modules
+    # it imports relatively), or an installed module ("module:pkg.mod").
     seed_kernel: str = MISSING
     seed_note: str = ""
+    seed_source: Optional[SeedSourceConfig] = None
     baselines: list[str] = field(default_factory=list)  # cudnn | fa2 | fa3 | fa4
 
 

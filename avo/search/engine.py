@@ -355,7 +355,7 @@ class Engine:
         self.lineage.init()
         rationale = f"seed: {seed.origin}"
         sha = self._lineage_commit(
-            0, source, rationale, self._trailers(0, None, "seed", result),
+            0, source, rationale, {**self._trailers(0, None, "seed", result), **getattr(seed, "trailers", {})},
             extra_files={"README.md": f"# lineage of {self.info.get('name', 'avo run')}\n\n"
                                       f"One commit per accepted kernel version; the first is the seed "
                                       f"({seed.origin}). Trailers carry the measured scores.\n"})

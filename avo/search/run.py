@@ -253,7 +253,8 @@ def _run_search(cfg: Any, run_dir: str | Path, *, evaluate: Optional[EvaluateFn]
         keep_hydra(run_dir, hydra_files)
         with stopping.handlers():
             # The seed is read only by a new run; a resumed one continues from its own lineage.
-            return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from))
+            return engine.run(lambda: seeds.load(cfg.hardware.seed_kernel, cfg.search.transfer_from,
+                                                 cfg.hardware.get("seed_source")))
     except KeyboardInterrupt:
         print(f"avo: interrupted; re-run the same command with hydra.run.dir={run_dir} to resume")
         raise SystemExit(130) from None

@@ -2,16 +2,19 @@
 
 `hardware.seed_kernel` is a file ("kernels/....py", relative to the cwd or the repo root), a
 package directory (its `kernel.py` and the modules it imports relatively: avo.package), or an
-installed module ("module:pkg.mod", whose source file is copied); `search.transfer_from` (a run
-dir) overrides both with that run's best version, recorded in the lineage's first commit.
+installed module ("module:pkg.mod", whose source file is copied). `hardware.seed_source` adds
+modules of an installed package copied beside it at run start (from_sources). `search.transfer_from`
+(a run dir) overrides all of them with that run's best version, recorded in the lineage's first commit.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from avo import package
 from avo.archive import open_run
@@ -19,12 +22,14 @@ from avo.config import ConfigError
 from avo.lineage import Lineage, LineageError
 from avo.paths import resolve
 from avo.search.results import digest
+from avo.seeds import vendor
 
 
 @dataclass(frozen=True)
 class Seed:
     source: str
     origin: str  # a human-readable provenance line for the first commit
+    trailers: dict = field(default_factory=dict)  # more provenance, as trailers of the first commit
 
 
 def from_module(name: str) -> Seed:
@@ -77,9 +82,71 @@ def from_run(run_dir: str) -> Seed:
         raise ConfigError(f"search.transfer_from={run_dir!r}: {exc}") from None
 
 
-def load(seed_kernel: str, transfer_from: Optional[str] = None) -> Seed:
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+def source_check(source: Any) -> str:
+    """One line on whether `hardware.seed_source` can be met here (for a dry run's plan): the
+    installed distribution and version, or what to install. Raises nothing."""
+    pkg, pin = _get(source, "package"), _get(source, "version")
+    dist, version = vendor.installed(pkg)
+    want = f"{_get(source, 'distribution') or pkg}" + (f"=={pin}" if pin else "")
+    if version is None:
+        return f"{pkg} is not installed here: a run needs `pip install {want}`"
+    if pin and version != pin:
+        return f"{pkg} is {dist} {version} here, but {pin} is pinned: a run needs `pip install {want}`"
+    return f"{pkg} from {dist} {version} (installed here)"
+
+
+def from_sources(seed_kernel: str, source: Any) -> Seed:
+    """The seed package: `seed_kernel` as its kernel.py, and `source.modules` of the installed
+    `source.package` (with what they import of it) copied under `source.into/`, imports made
+    relative, with their license files and an ORIGIN record (avo/seeds/vendor.py)."""
+    entry = resolve(seed_kernel)
+    if not entry.is_file():
+        raise ConfigError(f"hardware.seed_kernel {seed_kernel!r} (the seed package's kernel.py) does not exist "
+                          f"(looked for {entry})")
+    pkg_name, modules = _get(source, "package"), list(_get(source, "modules") or [])
+    into, pin = str(_get(source, "into") or "vendored"), _get(source, "version")
+    if not pkg_name or not modules:
+        raise ConfigError("hardware.seed_source needs a package and a list of modules")
+    try:
+        package.check_path(into)
+    except package.PackageError:
+        raise ConfigError(f"hardware.seed_source.into={into!r} is not a plain directory name") from None
+    dist, version = vendor.installed(pkg_name)
+    want = f"{_get(source, 'distribution') or pkg_name}" + (f"=={pin}" if pin else "")
+    if version is None:
+        raise ConfigError(f"hardware.seed_source: {pkg_name} is not installed here; `pip install {want}` "
+                          f"(the seed is copied from your install at run start)")
+    if pin and version != pin:
+        raise ConfigError(f"hardware.seed_source pins {want}, but {dist} {version} is installed: "
+                          f"`pip install {want}`, or set hardware.seed_source.version={version}")
+    with tempfile.TemporaryDirectory(prefix="avo-seed-") as tmp:
+        root = Path(tmp)
+        shutil.copyfile(entry, root / package.ENTRY)
+        try:
+            origin = vendor.vendor(pkg_name, modules, root / into)
+            pkg = package.from_entry(root / package.ENTRY, strict=False)
+        except (vendor.VendorError, package.PackageError) as exc:
+            raise ConfigError(f"hardware.seed_source: {exc}") from None
+    unused = [m for m in origin.modules if f"{into}/{m}" not in pkg.files]
+    if len(unused) == len(origin.modules):
+        raise ConfigError(f"hardware.seed_kernel {seed_kernel!r} imports nothing of {into}/ relatively "
+                          f"(e.g. `from .{into}.{modules[0]} import ...`): the copied modules would not be part of it")
+    line = (f"{seed_kernel} + {len(origin.modules)} modules of {pkg_name} ({', '.join(modules)} and what they "
+            f"import) copied from {origin.distribution} {origin.version} as installed, under {into}/ "
+            f"(license: {origin.license}; {', '.join(origin.license_files)} and ORIGIN beside them)")
+    return Seed(pkg.text(), line, trailers={"Seed-Source": f"{origin.distribution} {origin.version}",
+                                            "Seed-Package": pkg_name, "Seed-License": origin.license})
+
+
+def load(seed_kernel: str, transfer_from: Optional[str] = None, seed_source: Any = None) -> Seed:
     if transfer_from:
         return from_run(transfer_from)
+    if seed_source:
+        return from_sources(seed_kernel, seed_source)
     if seed_kernel.startswith("module:"):
         return from_module(seed_kernel[len("module:"):])
     return from_file(seed_kernel)

@@ -8,19 +8,20 @@ distribution's license files beside them, and returns the origin to record: dist
 version, license, and the sha256 of every file as installed. Imports of other packages (quack,
 cutlass) stay as they are: those stay installed dependencies.
 
-The copy happens from the user's own install at run start; nothing of another project is in this
-repository (P2-h). Not wired into a config yet: the search evolves single files until candidates
-can be packages.
+The copy happens from the user's own install at run start (`hardware.seed_source`, assembled by
+avo/search/seed.py); nothing of another project is in this repository (P2-h). An `ORIGIN` file
+(JSON: the origin above) is written beside the copies, so the lineage's first commit carries it.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import importlib.metadata
 import importlib.util
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -191,4 +192,15 @@ def vendor(package: str, entries: Sequence[str], dest: str | Path) -> Origin:
     for path in licenses:
         shutil.copyfile(path, dest / path.name)
         origin.license_files.append(path.name)
+    (dest / "ORIGIN").write_text(json.dumps(asdict(origin), indent=1, sort_keys=True) + "\n")
     return origin
+
+
+def installed(package: str) -> tuple[Optional[str], Optional[str]]:
+    """(distribution, version) of the installed `package`, or (None, None) when it is not there."""
+    try:
+        package_dir(package)
+    except VendorError:
+        return None, None
+    dist = _distribution(package)
+    return (dist.metadata["Name"], dist.version) if dist is not None else (None, None)
