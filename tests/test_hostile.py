@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from avo import package
 from avo.config import EvaluatorConfig
 from avo.evaluate import evaluate
+from avo.evaluate.judge import owncode
 from avo.suites import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +67,18 @@ class Box:
         dest = self.path / where / (filename or f"{name}.py")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text)
+        return dest
+
+    def package(self, name: str, where: str = "k") -> Path:
+        """A hostile package (a directory under tests/hostile) copied with its placeholders filled:
+        the package text the judge is given, as a search would hand it over."""
+        src = HOSTILE / name
+        pkg = package.from_entry(src / package.ENTRY)
+        filled = {rel: text.replace("@@MARK@@", self.mark).replace("@@SAFE@@", str(self.path))
+                  for rel, text in pkg.files.items()}
+        dest = self.path / where / package.PACK_FILE
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(package.Package(filled).text())
         return dest
 
     def marked(self) -> list[int]:
@@ -391,3 +405,32 @@ def test_p_an_output_filled_after_the_return_is_wrong(box):
 
 def test_q_nothing_tells_a_checked_call_from_a_timed_one(box):
     failed(run(box.kernel("q_detect_check_mode")))
+
+
+# -- t: packages (a candidate of several files) ------------------------------------------------------
+
+def test_t_modules_named_like_the_judges_own_are_never_imported_in_their_place(box):
+    r = run(box.package("t_pkg_shadow"), stages=("compile", "correctness"))
+    assert r.status == "ok", r.message
+    assert not list(box.path.glob("shadowed-*")), "a module of the package was imported in place of the real one"
+
+
+@pytest.mark.parametrize("name", ["../../escaped.py", "sub/../../escaped.py", "/tmp/escaped.py"])
+def test_t_a_package_naming_a_file_outside_is_refused_before_anything_is_written(box, name):
+    text = json.dumps({"avo_package": 1, "files": {"kernel.py": "from .x import attention\n",
+                                                   name.replace("/tmp", str(box.path)): "x = 1\n"}})
+    kernel = box.path / "k" / package.PACK_FILE
+    kernel.parent.mkdir(parents=True, exist_ok=True)
+    kernel.write_text(text)
+    r = run(kernel, stages=("compile",))
+    failed(r, "import_error")
+    assert "not a valid candidate" in r.message
+    assert not list(box.path.rglob("escaped.py"))
+
+
+def test_t_a_library_call_hidden_in_a_helper_module_is_found_by_the_static_look():
+    # (on a GPU the judge runs this look on every module before a worker starts: tests/gpu)
+    pkg = package.from_entry(HOSTILE / "r_gpu_library_in_helper" / package.ENTRY)
+    assert owncode.static_violation(pkg.files["kernel.py"]) is None  # the entry alone is clean
+    why = owncode.package_violation(dict(pkg.files))
+    assert why and "scaled_dot_product_attention" in why and why.endswith("in helper.py")

@@ -60,6 +60,13 @@ def test_r_a_library_called_only_with_out_is_caught(tmp_path):
     assert r.own_code is False
 
 
+def test_r_a_library_call_in_a_helper_module_is_rejected_naming_the_module():
+    r = evaluate(HOSTILE / "r_gpu_library_in_helper", SUITE, device="cuda", settings=BASE)  # a package
+    assert r.status == "incorrect", r.message
+    assert LIBRARY.search(r.message) and "helper.py" in r.message, r.message
+    assert r.own_code is False
+
+
 def test_r_a_hidden_library_call_is_caught_at_run_time(tmp_path):
     r = evaluate(kernel(tmp_path, "r_gpu_sdpa_hidden"), SUITE, device="cuda", settings=BASE)
     assert r.status == "incorrect", r.message

@@ -624,11 +624,9 @@ class Judge:
         except package.PackageError as exc:
             raise StageFailure(IMPORT_ERROR, f"the kernel is not a valid candidate: {exc}") from None
         if self.device == "cuda" and self.s.get("own_code_only", True):
-            for rel in cand_pkg.modules():  # every module: a helper's import counts as the kernel's
-                why = owncode.static_violation(cand_pkg.files[rel])
-                if why:
-                    self.library_use(why if cand_pkg.single else f"{why} in {rel}")
-                    break
+            why = owncode.package_violation(dict(cand_pkg.files))
+            if why:
+                self.library_use(why)
         need = self.arena_bytes()
         self.cand = self.start_worker(WorkerSpec("candidate", self.device, kernel_source=source,
                                                   kernel_name=Path(self.job["kernel"]).name, arena_bytes=need))

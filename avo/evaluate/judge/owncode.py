@@ -74,6 +74,17 @@ def static_violation(source: str) -> Optional[str]:
     return None
 
 
+def package_violation(files: dict[str, str]) -> Optional[str]:
+    """static_violation over every module of a candidate (a helper's import is the kernel's),
+    naming the module when the candidate has more than one file."""
+    modules = sorted(p for p in files if p.endswith(".py"))
+    for rel in modules:
+        why = static_violation(files[rel])
+        if why:
+            return why if len(files) == 1 else f"{why} in {rel}"
+    return None
+
+
 def mapped_libraries(pid: int) -> set[str]:
     try:
         text = Path(f"/proc/{pid}/maps").read_text()
