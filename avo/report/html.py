@@ -155,10 +155,12 @@ def render(runs: Sequence[Run], keys: Sequence[str], sources: Sequence[str], tit
     ]
     if best is not None:
         origin = best.meta.get("seed_origin") or ""
+        # a package (kernel.avopkg) exports as a directory of its files
+        out = "kernel/" if str(best.best_kernel or "").endswith(".avopkg") else "kernel.py"
         parts += [f"<h2>Lineage of the best run: {escape(best.label)}</h2>",
                   f'<p class="note">{escape(str(best.path))}; seed: {escape(str(origin))}</p>',
                   f'<p>Best kernel: <code>{escape(str(best.best_kernel))}</code> (v{best.best.version}; '
-                  f'<code>python -m avo.runs export {escape(str(best.path))} kernel.py</code> copies it)</p>',
+                  f'<code>python -m avo.runs export {escape(str(best.path))} {out}</code> copies it)</p>',
                   lineage_table(best)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
