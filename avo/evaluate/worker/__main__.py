@@ -59,7 +59,7 @@ class Target:
 
     def __init__(self, args: argparse.Namespace):
         self.path = args.kernel
-        self.package = bool(args.package)
+        self.package = bool(getattr(args, "package", False))
         self.context = None
         self.null = args.baseline == "null"
         self._null_out: dict[tuple, torch.Tensor] = {}
