@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "avo", "+experiment=smoke", "search.max_iterations=2", "logger=none",
+    cmd = [sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", "search.max_iterations=2", "logger=none",
            f"hydra.run.dir={run_dir}", *overrides]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

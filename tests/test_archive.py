@@ -78,7 +78,7 @@ def test_a_damaged_archive_is_one_clear_line_for_the_search_and_the_report(tmp_p
         Archive(tmp_path)
     root = Path(__file__).resolve().parents[1]
     for cmd in ([sys.executable, "-m", "avo.report", str(tmp_path)],
-                [sys.executable, "-m", "avo", "+experiment=smoke", "logger=none", f"hydra.run.dir={tmp_path}"]):
+                [sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", "logger=none", f"hydra.run.dir={tmp_path}"]):
         p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr[-2000:]
         assert "archive" in p.stderr and "is damaged" in p.stderr.strip().splitlines()[-1]

@@ -92,7 +92,7 @@ def test_smoke_search_leaves_no_credential_in_its_run_dir(tmp_path):
     creds = fake_credentials()
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "CUDA_VISIBLE_DEVICES": "", **creds}
-    proc = subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "search.max_iterations=3",
+    proc = subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", "search.max_iterations=3",
                            f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "wandb").is_dir() and (run_dir / ".hydra").is_dir()  # the scan covers them
@@ -151,7 +151,7 @@ def test_a_kernel_dumping_its_environment_finds_no_credential(tmp_path):
     seed.write_text((ROOT / "kernels" / "reference" / "chunked.py").read_text() + DUMPER)
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "CUDA_VISIBLE_DEVICES": "", **creds}
-    proc = subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "search.max_iterations=2",
+    proc = subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", "search.max_iterations=2",
                            f"hardware.seed_kernel={seed}", f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
                           capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

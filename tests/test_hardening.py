@@ -146,7 +146,7 @@ def test_a_kernel_dumping_its_environment_finds_no_credential_without_bubblewrap
     seed.write_text((ROOT / "kernels" / "reference" / "chunked.py").read_text() + DUMPER)
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "CUDA_VISIBLE_DEVICES": "", **creds}
-    proc = subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "search.max_iterations=2",
+    proc = subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", "search.max_iterations=2",
                            "evaluator.sandbox=process", f"hardware.seed_kernel={seed}", f"hydra.run.dir={run_dir}"],
                           cwd=ROOT, env=env, capture_output=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -83,7 +83,7 @@ def key(monkeypatch):
 def _cfg(base, *overrides):
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose(config_name="config", overrides=[
-            "+experiment=smoke", "logger=none", "model=local_vllm", f"model.api_base={base}",
+            "+experiment=smoke", "evaluator.repeats=5", "logger=none", "model=local_vllm", f"model.api_base={base}",
             f"model.api_key_env={KEY_ENV}", "search.supervisor=model", "search.stagnation_patience=2",
             "search.max_iterations=3", "search.supervisor_timeout_s=0.5", *overrides])
 

@@ -101,7 +101,7 @@ def test_raising_max_iterations_extends_the_run(tmp_path):
 # -- the real thing: `python -m avo` killed with SIGKILL mid-evaluation, then re-run --------------
 
 def _cli(run_dir, iterations):
-    return [sys.executable, "-m", "avo", "+experiment=smoke", f"hydra.run.dir={run_dir}",
+    return [sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", f"hydra.run.dir={run_dir}",
             f"search.max_iterations={iterations}", "logger=none"]
 
 

@@ -39,7 +39,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _search(run: Path, iterations: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "avo", "+experiment=smoke", f"search.max_iterations={iterations}",
+    return subprocess.Popen([sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", f"search.max_iterations={iterations}",
                              "logger=none", f"hydra.run.dir={run}"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 

@@ -37,7 +37,7 @@ def _events(run_dir: Path) -> list[dict]:
 
 
 def _multirun(sweep: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "avo", "-m", "+experiment=smoke", "hydra/launcher=submitit_local",
+    return [sys.executable, "-m", "avo", "-m", "+experiment=smoke", "evaluator.repeats=5", "hydra/launcher=submitit_local",
             f"hydra.sweep.dir={sweep}", *overrides]
 
 

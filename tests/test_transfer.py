@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _avo(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "logger=none", *overrides],
+    return subprocess.run([sys.executable, "-m", "avo", "+experiment=smoke", "evaluator.repeats=5", "logger=none", *overrides],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
