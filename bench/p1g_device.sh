@@ -12,7 +12,7 @@ if [ "$phase" = A ]; then
   source .device-carry/activate.sh
   nvidia-smi > $OUT/${tag}_nvidia-smi.txt 2>&1
   echo "== tests/gpu"
-  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tee $OUT/${tag}_gpu_tests.log | tail -15
+  timeout 300 python3 -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu 2>&1 | tee $OUT/${tag}_gpu_tests.log | tail -15
   echo "tests done at $(( $(date +%s) - t0 ))s"
   bash bench/paper_ncu.sh ours /tmp/ncu
   tar -C /tmp -czf $OUT/${tag}_ncu_ours.tgz ncu

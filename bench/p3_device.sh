@@ -9,12 +9,12 @@ source .device-carry/activate.sh
 tag=$1 cand=$2 inc=$3 fallback=${4:-}
 O=/tmp/o; mkdir -p $O
 t0=$(date +%s)
-SM90_KERNEL=$cand timeout 200 python3 -m pytest -q tests/gpu 2>&1 | tail -6 | tee $OUT/${tag}_tests.txt
+SM90_KERNEL=$cand timeout 200 python3 -m pytest -q -o addopts="" tests/gpu 2>&1 | tail -6 | tee $OUT/${tag}_tests.txt
 if ! grep -q " passed" $OUT/${tag}_tests.txt || grep -qE "failed|error" $OUT/${tag}_tests.txt; then
   echo "candidate $cand failed tests/gpu"
   [ -n "$fallback" ] || exit 1
   cand=$fallback tag=${tag}_fallback
-  SM90_KERNEL=$cand timeout 150 python3 -m pytest -q tests/gpu 2>&1 | tail -4 | tee $OUT/${tag}_tests.txt
+  SM90_KERNEL=$cand timeout 150 python3 -m pytest -q -o addopts="" tests/gpu 2>&1 | tail -4 | tee $OUT/${tag}_tests.txt
 fi
 echo "tests done at $(( $(date +%s) - t0 ))s"
 for suite in ${SUITES:-mha gqa}; do
