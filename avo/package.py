@@ -55,6 +55,10 @@ class Package:
             raise PackageError(f"the package has no entry module {ENTRY}")
         for path in self.files:
             check_path(path)
+        dirs = {str(parent) for path in self.files for parent in PurePosixPath(path).parents if str(parent) != "."}
+        clash = sorted(dirs & set(self.files))
+        if clash:  # "a.py" and "a.py/b.py": one of them could not be written
+            raise PackageError(f"{clash[0]} is both a file and a directory of the package")
         if len(self.files) > MAX_FILES:
             raise PackageError(f"the package has {len(self.files)} files; at most {MAX_FILES}")
         size = sum(len(t.encode()) for t in self.files.values())
@@ -125,7 +129,10 @@ def parse(text: str) -> Package:
         raise PackageError("the package's files must map names to texts")
     if set(doc) != {MAGIC, "files"}:
         raise PackageError(f"unknown fields in the package: {sorted(set(doc) - {MAGIC, 'files'})}")
-    return Package(files)
+    pkg = Package(files)
+    if pkg.text() != text:  # one package, one text: what is hashed is what is evaluated
+        raise PackageError("the package text is not in canonical form (avo.package.Package.text())")
+    return pkg
 
 
 def file_name(text: str) -> str:

@@ -120,8 +120,9 @@ def test_a_single_file_is_its_own_text_and_a_package_is_canonical_json(pkg_dir):
                                   "sp ace.py", ""])
 def test_parse_refuses_names_that_could_leave_the_directory(name):
     doc = {"avo_package": 1, "files": {"kernel.py": "def attention(q, k, v):\n    return q\n", name: "x = 1\n"}}
-    with pytest.raises(package.PackageError):
-        package.parse(json.dumps(doc))
+    text = json.dumps(doc, sort_keys=True, ensure_ascii=False, indent=1) + "\n"  # the canonical layout
+    with pytest.raises(package.PackageError, match="bad file name"):
+        package.parse(text)
 
 
 @pytest.mark.parametrize("doc, says", [
@@ -136,6 +137,21 @@ def test_parse_refuses_names_that_could_leave_the_directory(name):
 def test_parse_refuses_what_is_not_a_bounded_package(doc, says):
     with pytest.raises(package.PackageError, match=says):
         package.parse(json.dumps(doc))
+
+
+def test_one_package_has_one_text_and_every_name_can_be_written():
+    files = {"kernel.py": "from .a import x\n", "a.py": "x = 1\n"}
+    text = package.Package(files).text()
+    doc = json.loads(text)
+    for other in (json.dumps(doc), json.dumps(doc, indent=1, sort_keys=True),  # not canonical
+                  text.replace('"a.py": "x = 1\\n"', '"a.py": "x = 1\\n", "a.py": "x = 2\\n"')):  # a duplicate
+        assert other != text
+        with pytest.raises(package.PackageError, match="canonical"):
+            package.parse(other)
+    with pytest.raises(package.PackageError, match="both a file and a directory"):
+        package.Package({**files, "a.py/b.py": "y = 2\n"})
+    with pytest.raises(package.PackageError, match="both a file and a directory"):
+        package.Package({**files, "sub": "", "sub/c.py": ""})
 
 
 def test_the_closure_follows_relative_imports_and_leaves_scratch_files_out(pkg_dir):
